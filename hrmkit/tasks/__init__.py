@@ -1,0 +1,5 @@
+"""LightningModules that pair a registered core with embeddings, heads, losses and metrics."""
+
+from hrmkit.tasks.sequence import SequenceTask
+
+__all__ = ["SequenceTask"]
