@@ -32,7 +32,7 @@ def list_cores() -> None:
     Console(width=160).print(table)
 
 
-def demo(core: str = "hrm", variant: str = "tiny", task: str = "reverse", steps: int = 400, seed: int = 0) -> None:
+def demo(core: str = "hrm", variant: str = "tiny", task: str = "reverse", steps: int = 800, seed: int = 0) -> None:
     """Train a small core on a synthetic task on the CPU and print the falling loss and solved examples.
 
     Args:

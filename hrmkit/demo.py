@@ -6,7 +6,9 @@ printed loss must fall and whose held-out sequences must come out right.
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -33,7 +35,7 @@ class PrintLoss(Callback):
             self.console.print(f"  step {step:5d}   loss {loss:7.4f}")
 
 
-def run_demo(core: str = "hrm", variant: str = "tiny", task: SyntheticTask = "reverse", steps: int = 400,
+def run_demo(core: str = "hrm", variant: str = "tiny", task: SyntheticTask = "reverse", steps: int = 800,
              seq_len: int = 8, vocab_size: int = 10, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
              bp_steps: int | None = None) -> dict[str, float]:
     """Train ``core`` (a registered name, built from ``variant``) and print the loss curve and solved examples.
@@ -51,9 +53,13 @@ def run_demo(core: str = "hrm", variant: str = "tiny", task: SyntheticTask = "re
         bp_steps: gradient horizon override.
     """
     console = Console()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # the demo prints its own progress
+    warnings.filterwarnings("ignore", module="lightning")
     L.seed_everything(seed, verbose=False)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = {} if bp_steps is None else {"bp_steps": bp_steps}
+    overrides.setdefault("hidden_size", 64)
+    overrides.setdefault("num_heads", 4)
     model = SequenceTask(build_core(core, variant, max_seq_len=max(256, seq_len), **overrides),
                          vocab_size=vocab_size, lr=lr)
     data = SyntheticDataModule(task, seq_len=seq_len, vocab_size=vocab_size, batch_size=batch_size,
