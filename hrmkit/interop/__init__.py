@@ -1,0 +1,1 @@
+"""Bridges to other implementations' checkpoints and formats."""

@@ -1,0 +1,318 @@
+"""PuzzleTask: HRM-Symbolic / TRM training on grid puzzles (Sudoku, Maze, ARC) with any registered core.
+
+One training step is one ACT segment for every slot of the carry (see :mod:`hrmkit.tasks.act`): token embedding
+plus a puzzle-embedding prefix, scaled by √d, one full pass of the core from the carried state, an LM head over the
+grid positions and a halting head over the first prefix position. Every segment is supervised (deep supervision).
+Evaluation runs a fixed number of segments (``eval_segments``, the test-time-scaling knob) and also reports what
+the halting head would have answered had each sequence stopped when it first asked to.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.nn.attn_spec import AttnSpec
+from hrmkit.nn.init import trunc_normal_
+from hrmkit.nn.linear import Linear
+from hrmkit.nn.puzzle_embedding import PuzzleEmbedding
+from hrmkit.optim import AdamATan2, SparseSignSGD
+from hrmkit.optim.schedules import warmup_cosine
+from hrmkit.tasks.act import ACTCarry, exploration_min_steps
+from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
+from hrmkit.tasks.metrics import TaggedMean
+
+Halting = Literal["hrm", "trm", "none"]
+_LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class PuzzleTask(L.LightningModule):
+    def __init__(self, core: RecursiveCore, vocab_size: int = 11, seq_len: int = 81, num_puzzle_identifiers: int = 1,
+                 puzzle_emb_len: int = 1, puzzle_emb_ndim: int | None = None, halting: Halting = "hrm",
+                 halt_max_steps: int = 16, halt_exploration_prob: float = 0.1, eval_segments: int | None = None,
+                 loss: LossType = "stablemax", loss_dtype: Literal["float64", "float32"] = "float64",
+                 lr: float = 1e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
+                 puzzle_emb_lr: float = 1e-2, puzzle_emb_weight_decay: float = 0.1, warmup_steps: int = 2000,
+                 lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None) -> None:
+        """
+        Args:
+            core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
+            vocab_size: token vocabulary of the dataset (Sudoku 11, Maze 6, ARC 12).
+            seq_len: grid positions (Sudoku 81, Maze/ARC 900).
+            num_puzzle_identifiers: rows of the puzzle-embedding table (1 for Sudoku/Maze, ~1000 per ARC task).
+            puzzle_emb_len: prefix positions holding the puzzle embedding (HRM 1, TRM 16; 0 = none).
+            puzzle_emb_ndim: puzzle-embedding width (default: the core's hidden size; 0 disables the table).
+            halting: ``hrm`` (Q-learning with halt/continue heads and a bootstrapped target from a second no-grad
+                pass), ``trm`` (halt head only, BCE to exact correctness), or ``none`` (always run halt_max_steps).
+            halt_max_steps: M_max, segments before a sequence is forced to halt.
+            halt_exploration_prob: ε: probability of drawing a random minimum segment count in training.
+            eval_segments: segments run at evaluation (default halt_max_steps).
+            loss: ``stablemax`` (reference default for small-sample runs) or ``softmax`` cross-entropy.
+            loss_dtype: dtype of the token loss (float64 as the reference, float32 is faster).
+            lr: AdamATan2 learning rate for all parameters.
+            weight_decay: AdamATan2 decoupled weight decay.
+            betas: AdamATan2 (β1, β2).
+            puzzle_emb_lr: SignSGD learning rate of the puzzle-embedding table.
+            puzzle_emb_weight_decay: SignSGD lazy decoupled weight decay.
+            warmup_steps: linear warmup shared by both optimizers.
+            lr_min_ratio: cosine floor after warmup (1.0 = constant, the reference default).
+            num_tags: how many dataset tags (difficulty levels, sources) evaluation keeps apart.
+            tag_names: names of those tags for logging (default: the datamodule's metadata, else numbers).
+        """
+        super().__init__()
+        if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
+            core = core_from_config(core)
+        if halting not in ("hrm", "trm", "none"):
+            raise ValueError(f"halting must be 'hrm', 'trm' or 'none', got {halting!r}")
+        if halt_max_steps < 1:
+            raise ValueError(f"halt_max_steps must be >= 1, got {halt_max_steps}")
+        if loss_dtype not in _LOSS_DTYPES:
+            raise ValueError(f"loss_dtype must be 'float64' or 'float32', got {loss_dtype!r}")
+        self.save_hyperparameters(ignore=["core"])
+        self.hparams["core"] = core.to_config()
+        self.core = core
+        d = core.hidden_size
+        self.embed_scale = math.sqrt(d)
+        ndim = d if puzzle_emb_ndim is None else puzzle_emb_ndim
+        self.prefix_len = puzzle_emb_len if ndim > 0 else 0
+        if ndim > self.prefix_len * d:
+            raise ValueError(f"puzzle_emb_ndim={ndim} does not fit in puzzle_emb_len={puzzle_emb_len} positions of "
+                             f"width {d}")
+        self._check_core_length(seq_len + self.prefix_len)
+
+        self.embed_tokens = nn.Embedding(vocab_size, d)
+        trunc_normal_(self.embed_tokens.weight, 1.0 / self.embed_scale, core.init)
+        self.puzzle_emb = PuzzleEmbedding(num_puzzle_identifiers, ndim) if ndim > 0 else None
+        self.lm_head = Linear(d, vocab_size, core.init)
+        self.q_head = nn.Linear(d, 2, bias=True)
+        with torch.no_grad():  # Q values start near 0 and equal, so nothing halts early at initialisation
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+        self.eval_segments = eval_segments or halt_max_steps
+        self.loss_dtype = _LOSS_DTYPES[loss_dtype]
+        self.carry: ACTCarry | None = None
+        self._emb_opt: SparseSignSGD | None = None
+        self._emb_sched: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.val_token_acc = TaggedMean(num_tags)
+        self.val_exact_acc = TaggedMean(num_tags)
+        self.val_exact_acc_halted = TaggedMean(num_tags)
+        self.val_segments_halted = TaggedMean(num_tags)
+        self.val_q_halt_acc = TaggedMean(num_tags)
+
+    def _check_core_length(self, length: int) -> None:
+        rope = getattr(self.core, "rope", None)
+        if rope is not None and rope.max_seq_len < length:
+            raise ValueError(f"the core's RoPE table holds {rope.max_seq_len} positions but puzzles need {length} "
+                             f"(seq_len + puzzle prefix); set the core's max_seq_len >= {length}")
+        for module in self.core.modules():
+            if hasattr(module, "seq_len") and type(module).__name__ == "TokenMixer" and module.seq_len != length:
+                raise ValueError(f"the core's token-mixing MLP was built for seq_len={module.seq_len}, but puzzles "
+                                 f"need {length} positions (seq_len + puzzle prefix)")
+
+    # -- model ----------------------------------------------------------------------------------------------------
+    def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:
+        """``√d · [puzzle prefix ; token embeddings]`` ``[B, P + L, d]``."""
+        tokens = self.embed_tokens(inputs)
+        if self.prefix_len:
+            b, d = inputs.shape[0], self.core.hidden_size
+            prefix = self.puzzle_emb(puzzle_ids).to(tokens.dtype)
+            prefix = F.pad(prefix, (0, self.prefix_len * d - prefix.shape[-1])).view(b, self.prefix_len, d)
+            tokens = torch.cat([prefix, tokens], dim=1)
+        return tokens * self.embed_scale
+
+    def heads(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """LM logits over the grid, and (q_halt, q_continue) logits from the first position, all fp32."""
+        logits = self.lm_head(out[:, self.prefix_len:]).float()
+        q = self.q_head(out[:, 0].float())
+        return logits, q[:, 0], q[:, 1]
+
+    def segment(self, x: Tensor, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        state, out = self.core(x, state, AttnSpec("bidirectional"))
+        return (state, *self.heads(out))
+
+    @torch.no_grad()
+    def solve(self, inputs: Tensor, puzzle_ids: Tensor | None = None, segments: int | None = None) -> Tensor:
+        """Predicted grids ``[B, L]`` after ``segments`` segments (default ``eval_segments``)."""
+        if puzzle_ids is None:
+            puzzle_ids = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
+        x = self.embed(inputs, puzzle_ids)
+        state = self.core.initial_state(x)
+        logits = None
+        for _ in range(segments or self.eval_segments):
+            state, logits, _, _ = self.segment(x, state)
+        return logits.argmax(-1)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        hp = self.hparams
+        batch = {k: v for k, v in batch.items() if k in ("inputs", "labels", "puzzle_identifiers", "tag", "valid")}
+        if self.carry is None or self.carry.halted.shape[0] != batch["inputs"].shape[0]:
+            self.carry = ACTCarry.empty(batch)
+        carry = self.carry
+        carry.refill(batch)
+        data = carry.data
+        x = self.embed(data["inputs"], data["puzzle_identifiers"])
+        state = carry.reset_state(self.core.initial_state(x))
+        new_state, logits, q_halt, q_cont = self.segment(x, state)
+        new_state = {k: v.detach() for k, v in new_state.items()}
+
+        labels = data["labels"]
+        with torch.no_grad():
+            steps = carry.steps + 1
+            is_last = steps >= hp.halt_max_steps
+            halted = is_last
+            if hp.halting != "none" and hp.halt_max_steps > 1:
+                wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
+                min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
+                                                  labels.device)
+                halted = (is_last | wants_halt) & (steps >= min_steps)
+            target_q_cont = None
+            if hp.halting == "hrm" and hp.halt_max_steps > 1:
+                _, _, next_halt, next_cont = self.segment(x, new_state)
+                target_q_cont = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont)))
+
+        per_token = token_loss(hp.loss, logits, labels, self.loss_dtype)
+        lm_loss = sequence_mean(per_token, labels).sum()
+        with torch.no_grad():
+            mask = labels != IGNORE
+            counts = mask.sum(-1)
+            correct = mask & (logits.argmax(-1) == labels)
+            seq_correct = correct.sum(-1) == counts
+        q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, seq_correct.to(q_halt.dtype), reduction="sum")
+        total = lm_loss + 0.5 * q_halt_loss.to(lm_loss.dtype)
+        if target_q_cont is not None:
+            q_cont_loss = F.binary_cross_entropy_with_logits(q_cont, target_q_cont, reduction="sum")
+            total = total + 0.5 * q_cont_loss.to(lm_loss.dtype)
+        b = labels.shape[0]
+        loss = total / b  # DDP averages over ranks: the gradient is "sum over global batch / global batch"
+
+        carry.state, carry.steps, carry.halted = new_state, steps, halted
+        with torch.no_grad():
+            done = halted & (counts > 0)
+            n = done.sum().clamp_min(1)
+            tok_acc = (correct.sum(-1).float() / counts.clamp_min(1)).masked_fill(~done, 0).sum() / n
+            self.log_dict({
+                "train/loss": loss.detach().float(),
+                "train/lm_loss": (lm_loss.detach() / b).float(),
+                "train/q_halt_loss": q_halt_loss.detach() / b,
+                "train/token_acc": tok_acc,
+                "train/exact_acc": (seq_correct & done).sum() / n,
+                "train/q_halt_acc": (((q_halt >= 0) == seq_correct) & done).sum() / n,
+                "train/segments": (steps * done).sum() / n,
+                "train/halted_frac": done.float().mean(),
+            }, prog_bar=False, on_step=True, on_epoch=False)
+            self.log("train/exact", (seq_correct & done).sum() / n, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step the sparse puzzle-embedding optimizer with the same gradients the main optimizer is about to use."""
+        if self._emb_opt is not None:
+            self._emb_opt.step()
+            self._emb_opt.zero_grad()
+            self._emb_sched.step()
+
+    def on_train_start(self) -> None:
+        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)
+        if self.puzzle_emb is not None and accumulate > 1:
+            raise ValueError("PuzzleTask does not support accumulate_grad_batches > 1 with puzzle embeddings: each "
+                             "micro-batch makes a new local embedding copy; raise the batch size instead")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        schedule = lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.lr_min_ratio)  # noqa: E731
+        main = AdamATan2(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if self.puzzle_emb is not None:
+            self._emb_opt = SparseSignSGD([self.puzzle_emb], lr=hp.puzzle_emb_lr,
+                                          weight_decay=hp.puzzle_emb_weight_decay)
+            self._emb_sched = torch.optim.lr_scheduler.LambdaLR(self._emb_opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
+        return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._emb_opt is not None:
+            checkpoint["puzzle_emb_optimizer"] = self._emb_opt.state_dict()
+            checkpoint["puzzle_emb_scheduler"] = self._emb_sched.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
+
+    def on_fit_start(self) -> None:
+        pending = getattr(self, "_pending_emb_state", None)
+        if pending and pending[0] is not None and self._emb_opt is not None:
+            self._emb_opt.load_state_dict(pending[0])
+            self._emb_sched.load_state_dict(pending[1])
+        self._pending_emb_state = None
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Run ``eval_segments`` segments from a fresh state; also keep each sequence's answer at its first halt."""
+        hp = self.hparams
+        inputs, labels = batch["inputs"], batch["labels"]
+        x = self.embed(inputs, batch["puzzle_identifiers"])
+        state = self.core.initial_state(x)
+        b = inputs.shape[0]
+        halted_at = torch.full((b,), self.eval_segments, dtype=torch.long, device=inputs.device)
+        halted_pred = None
+        for seg in range(1, self.eval_segments + 1):
+            state, logits, q_halt, q_cont = self.segment(x, state)
+            pred = logits.argmax(-1)
+            if halted_pred is None:
+                halted_pred = pred.clone()
+            if hp.halting != "none":
+                wants = (q_halt > q_cont) if hp.halting == "hrm" else (q_halt > 0)
+                first = wants & (halted_at == self.eval_segments) & (seg < self.eval_segments)
+                halted_at = torch.where(first, torch.full_like(halted_at, seg), halted_at)
+                halted_pred = torch.where((halted_at >= seg).unsqueeze(-1), pred, halted_pred)
+            else:
+                halted_pred = pred
+        mask = labels != IGNORE
+        counts = mask.sum(-1)
+        correct = mask & (pred == labels)
+        seq_correct = (correct.sum(-1) == counts) & (counts > 0)
+        halted_correct = ((mask & (halted_pred == labels)).sum(-1) == counts) & (counts > 0)
+        return {"pred": pred, "token_acc": correct.sum(-1).float() / counts.clamp_min(1), "exact": seq_correct,
+                "exact_halted": halted_correct, "segments_halted": halted_at, "q_halt": q_halt,
+                "q_halt_correct": (q_halt >= 0) == seq_correct}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        r = self._evaluate(batch)
+        valid = batch.get("valid", torch.ones_like(r["exact"]))
+        tag = batch.get("tag")
+        self.val_token_acc.update(r["token_acc"], valid, tag)
+        self.val_exact_acc.update(r["exact"], valid, tag)
+        self.val_exact_acc_halted.update(r["exact_halted"], valid, tag)
+        self.val_segments_halted.update(r["segments_halted"], valid, tag)
+        self.val_q_halt_acc.update(r["q_halt_correct"], valid, tag)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {"val/exact_acc": self.val_exact_acc, "val/token_acc": self.val_token_acc,
+                   "val/exact_acc_halted": self.val_exact_acc_halted,
+                   "val/segments_halted": self.val_segments_halted, "val/q_halt_acc": self.val_q_halt_acc}
+        values = {name: m.compute() for name, m in metrics.items()}
+        per_tag = self.val_exact_acc.per_tag()
+        names = self._tag_names()
+        for i, v in enumerate(per_tag.tolist()):
+            if not math.isnan(v):
+                values[f"val/exact_acc/{names[i] if i < len(names) else i}"] = torch.tensor(v)
+        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=False)
+        self.log("val/exact", values["val/exact_acc"].float(), prog_bar=True)
+        for m in metrics.values():
+            m.reset()
+
+    def _tag_names(self) -> list[str]:
+        if self.hparams.tag_names:
+            return list(self.hparams.tag_names)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        meta = getattr(dm, "metadata", None)
+        return list(getattr(meta, "tag_names", None) or [])
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
