@@ -1,7 +1,8 @@
 """The ``hrmkit`` command line.
 
 ``hrmkit fit|validate|test|predict`` is LightningCLI (YAML recipes, ``class_path`` cores, every Trainer option);
-``hrmkit cores`` and ``hrmkit demo`` are small jsonargparse commands. Plugins are imported before anything parses,
+``hrmkit cores``, ``hrmkit demo`` and ``hrmkit data ...`` (dataset builders) are jsonargparse
+commands. Plugins are imported before anything parses,
 so short class names and Lightning's checkpoint class guard both see them.
 """
 
@@ -32,19 +33,18 @@ def list_cores() -> None:
     Console(width=160).print(table)
 
 
-def demo(core: str = "hrm", variant: str = "tiny", task: str = "reverse", steps: int = 800, seed: int = 0) -> None:
-    """Train a small core on a synthetic task on the CPU and print the falling loss and solved examples.
+def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1) -> None:
+    """Generate Sudoku, train a small recursive model (TRM) on the CPU, and show it solving held-out puzzles.
 
     Args:
-        core: registered core name.
-        variant: named variant of the core.
-        task: copy, reverse or sort.
-        steps: optimizer steps.
-        seed: global seed.
+        minutes: training time budget.
+        out_dir: dataset, checkpoints, metrics and pictures go here (the dataset is reused when present).
+        seed: seeds data, initialisation and order.
+        max_steps: optional step limit (-1: only the time budget).
     """
     from hrmkit.demo import run_demo
 
-    run_demo(core=core, variant=variant, task=task, steps=steps, seed=seed)  # type: ignore[arg-type]
+    run_demo(minutes=minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
 
 
 def lightning_cli(args: list[str]) -> None:
@@ -78,8 +78,18 @@ def main(argv: list[str] | None = None) -> None:
         return None
     from jsonargparse import auto_cli
 
-    auto_cli({"cores": list_cores, "demo": demo}, args=argv, as_positional=False)
+    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands()}, args=argv, as_positional=False)
     return None
+
+
+def _data_commands() -> dict:
+    """``hrmkit data <builder>``: each builder function's signature and docstring are its command line."""
+    from hrmkit.data.puzzles.arc import build_arc
+    from hrmkit.data.puzzles.hrm_import import import_hrm
+    from hrmkit.data.puzzles.maze import build_maze
+    from hrmkit.data.puzzles.sudoku import build_sudoku
+
+    return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm}
 
 
 if __name__ == "__main__":

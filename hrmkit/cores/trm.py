@@ -24,6 +24,9 @@ class TRM(RecursiveCore):
         "sudoku": dict(SYMBOLIC, H_cycles=3, L_cycles=6, num_layers=2, max_seq_len=97),
         "sudoku-mlp": dict(SYMBOLIC, H_cycles=3, L_cycles=6, num_layers=2, mixer="mlp", seq_len=97,
                            pos_encoding="none"),
+        # `hrmkit demo`: a CPU-sized MLP-t TRM (d=128, T=2, n=2) for Sudoku with a 1-position puzzle prefix
+        "demo": dict(SYMBOLIC, hidden_size=128, num_heads=4, H_cycles=2, L_cycles=2, num_layers=2, mixer="mlp",
+                     seq_len=82, pos_encoding="none"),
         "maze": dict(SYMBOLIC, H_cycles=3, L_cycles=4, num_layers=2, max_seq_len=916),
         "arc": dict(SYMBOLIC, H_cycles=3, L_cycles=4, num_layers=2, max_seq_len=916),
     }

@@ -1,5 +1,6 @@
 """LightningModules that pair a registered core with embeddings, heads, losses and metrics."""
 
+from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.tasks.sequence import SequenceTask
 
-__all__ = ["SequenceTask"]
+__all__ = ["PuzzleTask", "SequenceTask"]

@@ -33,7 +33,8 @@ _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 class PuzzleTask(L.LightningModule):
-    def __init__(self, core: RecursiveCore, vocab_size: int = 11, seq_len: int = 81, num_puzzle_identifiers: int = 1,
+    def __init__(self, core: RecursiveCore, vocab_size: int | None = None, seq_len: int | None = None,
+                 num_puzzle_identifiers: int | None = None,
                  puzzle_emb_len: int = 1, puzzle_emb_ndim: int | None = None, halting: Halting = "hrm",
                  halt_max_steps: int = 16, halt_exploration_prob: float = 0.1, eval_segments: int | None = None,
                  loss: LossType = "stablemax", loss_dtype: Literal["float64", "float32"] = "float64",
@@ -43,9 +44,11 @@ class PuzzleTask(L.LightningModule):
         """
         Args:
             core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
-            vocab_size: token vocabulary of the dataset (Sudoku 11, Maze 6, ARC 12).
-            seq_len: grid positions (Sudoku 81, Maze/ARC 900).
-            num_puzzle_identifiers: rows of the puzzle-embedding table (1 for Sudoku/Maze, ~1000 per ARC task).
+            vocab_size: token vocabulary (Sudoku 11, Maze 6, ARC 12). None: read from the datamodule's metadata
+                when training starts (then stored in the checkpoint's hyper-parameters).
+            seq_len: grid positions (Sudoku 81, Maze/ARC 900); None: from the datamodule.
+            num_puzzle_identifiers: rows of the puzzle-embedding table (1 for Sudoku/Maze, ~1000 per ARC task);
+                None: from the datamodule.
             puzzle_emb_len: prefix positions holding the puzzle embedding (HRM 1, TRM 16; 0 = none).
             puzzle_emb_ndim: puzzle-embedding width (default: the core's hidden size; 0 disables the table).
             halting: ``hrm`` (Q-learning with halt/continue heads and a bootstrapped target from a second no-grad
@@ -84,20 +87,21 @@ class PuzzleTask(L.LightningModule):
         if ndim > self.prefix_len * d:
             raise ValueError(f"puzzle_emb_ndim={ndim} does not fit in puzzle_emb_len={puzzle_emb_len} positions of "
                              f"width {d}")
-        self._check_core_length(seq_len + self.prefix_len)
-
-        self.embed_tokens = nn.Embedding(vocab_size, d)
-        trunc_normal_(self.embed_tokens.weight, 1.0 / self.embed_scale, core.init)
-        self.puzzle_emb = PuzzleEmbedding(num_puzzle_identifiers, ndim) if ndim > 0 else None
-        self.lm_head = Linear(d, vocab_size, core.init)
+        self._puzzle_emb_ndim = ndim
+        self.embed_tokens: nn.Embedding | None = None
+        self.puzzle_emb: PuzzleEmbedding | None = None
+        self.lm_head: Linear | None = None
         self.q_head = nn.Linear(d, 2, bias=True)
         with torch.no_grad():  # Q values start near 0 and equal, so nothing halts early at initialisation
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
+        if None not in (vocab_size, seq_len, num_puzzle_identifiers):
+            self._build_io(vocab_size, seq_len, num_puzzle_identifiers)
 
         self.eval_segments = eval_segments or halt_max_steps
         self.loss_dtype = _LOSS_DTYPES[loss_dtype]
         self.carry: ACTCarry | None = None
+        self.last_act: dict[str, Tensor | None] = {}  # the last training step's halting decisions (ACT statistics)
         self._emb_opt: SparseSignSGD | None = None
         self._emb_sched: torch.optim.lr_scheduler.LambdaLR | None = None
         self.val_token_acc = TaggedMean(num_tags)
@@ -105,6 +109,36 @@ class PuzzleTask(L.LightningModule):
         self.val_exact_acc_halted = TaggedMean(num_tags)
         self.val_segments_halted = TaggedMean(num_tags)
         self.val_q_halt_acc = TaggedMean(num_tags)
+
+    def _build_io(self, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
+        """Token embedding, puzzle-embedding table and LM head: the parts whose sizes come from the dataset."""
+        self._check_core_length(seq_len + self.prefix_len)
+        d = self.core.hidden_size
+        self.embed_tokens = nn.Embedding(vocab_size, d)
+        trunc_normal_(self.embed_tokens.weight, 1.0 / self.embed_scale, self.core.init)
+        ndim = self._puzzle_emb_ndim
+        self.puzzle_emb = PuzzleEmbedding(num_puzzle_identifiers, ndim) if ndim > 0 else None
+        self.lm_head = Linear(d, vocab_size, self.core.init)
+        self.hparams.update(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers)
+
+    def configure_model(self) -> None:
+        """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        meta = getattr(dm, "metadata", None)
+        if meta is None:
+            if self.embed_tokens is None:
+                raise ValueError("PuzzleTask was built without vocab_size/seq_len/num_puzzle_identifiers and the "
+                                 "datamodule has no puzzle metadata to read them from; pass them explicitly")
+            return
+        wanted = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
+                  "num_puzzle_identifiers": meta.num_puzzle_identifiers}
+        if self.embed_tokens is None:
+            self._build_io(**wanted)
+            return
+        for key, value in wanted.items():
+            if self.hparams[key] != value:
+                raise ValueError(f"PuzzleTask.{key}={self.hparams[key]} but the dataset's metadata.json says {value}; "
+                                 f"leave {key} unset to take it from the data")
 
     def _check_core_length(self, length: int) -> None:
         rope = getattr(self.core, "rope", None)
@@ -194,6 +228,8 @@ class PuzzleTask(L.LightningModule):
         loss = total / b  # DDP averages over ranks: the gradient is "sum over global batch / global batch"
 
         carry.state, carry.steps, carry.halted = new_state, steps, halted
+        self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
+                         "seq_correct": seq_correct, "target_q_continue": target_q_cont}
         with torch.no_grad():
             done = halted & (counts > 0)
             n = done.sum().clamp_min(1)
@@ -226,7 +262,12 @@ class PuzzleTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        if not math.isfinite(total):  # a time budget only (max_steps=-1): the cosine needs a known length
+            if hp.lr_min_ratio != 1.0:
+                raise ValueError("lr_min_ratio < 1 (cosine decay) needs a finite trainer.max_steps")
+            total = 1
+        total = max(1, int(total))
         schedule = lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.lr_min_ratio)  # noqa: E731
         main = AdamATan2(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         if self.puzzle_emb is not None:

