@@ -19,8 +19,9 @@ from hrmkit.nn.attn_spec import AttnSpec
 
 
 def bench(name: str, hidden: int, heads: int, seq_len: int, batch: int, warmup: int, repeats: int,
-          device: str) -> dict[str, float]:
-    core = build_core(name, "tiny", hidden_size=hidden, num_heads=heads, max_seq_len=max(seq_len, 256)).to(device)
+          device: str, dtype: str | None = None) -> dict[str, float]:
+    core = build_core(name, "tiny", hidden_size=hidden, num_heads=heads, max_seq_len=max(seq_len, 256),
+                      compute_dtype=dtype).to(device)
     x = torch.randn(batch, seq_len, hidden, device=device)
     spec = AttnSpec()
     times = []
@@ -48,13 +49,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--cores", nargs="*", default=None)
+    p.add_argument("--dtype", default=None, help="compute dtype, e.g. bfloat16 (default: fp32)")
     a = p.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}, hidden {a.hidden}, "
-          f"heads {a.heads}, seq_len {a.seq_len}, batch {a.batch} (tiny variants' depth and cycles)")
+          f"heads {a.heads}, seq_len {a.seq_len}, batch {a.batch}, compute {a.dtype or 'float32'} "
+          "(tiny variants' depth and cycles)")
     print(f"{'core':<12}{'params':>10}{'calls':>7}{'w/grad':>8}{'ms/iter':>10}{'samples/s':>12}")
     for name in a.cores or CORES.names():
-        r = bench(name, a.hidden, a.heads, a.seq_len, a.batch, a.warmup, a.repeats, a.device)
+        r = bench(name, a.hidden, a.heads, a.seq_len, a.batch, a.warmup, a.repeats, a.device, a.dtype)
         print(f"{name:<12}{r['params']:>10,}{r['calls']:>7}{r['grad_calls']:>8}{r['ms']:>10.1f}{r['samples_s']:>12.1f}")
 
 

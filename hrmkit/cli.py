@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
         return None
     from jsonargparse import auto_cli
 
-    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands()}, args=argv, as_positional=False)
+    from hrmkit.show import show
+
+    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show}, args=argv,
+             as_positional=False)
     return None
 
 
