@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from hrmkit.show import show
 
-    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show}, args=argv,
-             as_positional=False)
+    from hrmkit.eval.arc_runner import evaluate_arc
+
+    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show,
+              "eval": {"arc": evaluate_arc}}, args=argv, as_positional=False)
     return None
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from hrmkit.data import PuzzleDataModule
-from hrmkit.data.modules import pick_version
+from hrmkit.data.modules import ExampleEvalLoader, PuzzleBatchLoader, pick_puzzle, pick_version
 from hrmkit.data.puzzles import DatasetFormatError, PuzzleGroup, PuzzleMetadata, build_sudoku, iter_groups
 from hrmkit.data.puzzles import sudoku as S
-from hrmkit.data.puzzles.format import write_puzzle_dataset
+from hrmkit.data.puzzles.format import read_metadata, write_puzzle_dataset
 
 BATCH = 8
 
@@ -196,7 +196,7 @@ def test_batch_larger_than_train_split_is_an_error(dataset):
         PuzzleDataModule(str(dataset), batch_size=0)
 
 
-def test_multi_example_puzzles_are_stored_but_not_streamed_yet(tmp_path):
+def test_multi_example_puzzles_are_stored_and_streamed(tmp_path):
     meta = PuzzleMetadata(task="toy", vocab_size=12, seq_len=4, tag_names=["all"],
                           builder={"name": "test", "version": 1})
     rng = np.random.default_rng(0)
@@ -213,10 +213,216 @@ def test_multi_example_puzzles_are_stored_but_not_streamed_yet(tmp_path):
     assert written.splits["train"].total_examples == 20 and written.splits["train"].max_puzzle_examples == 3
     stored = next(iter_groups(tmp_path / "toy", "train"))
     assert stored["inputs"].shape == (2, 3, 4) and stored["num_examples"].tolist() == [3, 2]
-    with pytest.raises(NotImplementedError, match="multi-example puzzles are not streamed yet"):
-        PuzzleDataModule(str(tmp_path / "toy"), batch_size=2).train_dataloader()
+    loader = PuzzleDataModule(str(tmp_path / "toy"), batch_size=2).train_dataloader()
+    assert len(loader) == int(4 * 2.5 // 2) and next(iter(loader))["inputs"].shape == (2, 4)
     with pytest.raises(DatasetFormatError, match="train group 0: tag 5"):
         write_puzzle_dataset(tmp_path / "bad", meta, {"train": [PuzzleGroup(
             np.ones((1, 1, 4), np.uint8), np.ones((1, 1, 4), np.uint8), np.ones(1, np.int16), np.zeros(1, np.int32),
             tag=5)]})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+
+
+# ------------------------------------------------------------------------------------- multi-example puzzles (E > 1)
+
+TOY_LEN, TOY_MAX_VERSIONS = 6, 4
+#: examples per (group, version): 7 groups x 3 versions with 1..4 examples each, so versions differ in size
+TRAIN_COUNTS = [[1 + (g + 2 * v) % 4 for v in range(3)] for g in range(7)]
+TEST_COUNTS = [[3, 1], [2, 2], [1, 3]]
+
+
+def _toy_id(g: int, v: int) -> int:
+    return 1 + g * TOY_MAX_VERSIONS + v
+
+
+def _toy_group(g: int, counts: list[int]) -> PuzzleGroup:
+    """Every example spells out where it came from: input (g+1, v+1, e+1, ...), label (e+1, g+1, v+1, ignored, ...)."""
+    v_count, e_count = len(counts), max(counts)
+    inputs = np.zeros((v_count, e_count, TOY_LEN), np.uint8)
+    labels = np.zeros_like(inputs)
+    for v, n in enumerate(counts):
+        for e in range(n):
+            inputs[v, e] = [g + 1, v + 1, e + 1, 3, 3, 3]
+            labels[v, e] = [e + 1, g + 1, v + 1, 0, 2, 2]
+    return PuzzleGroup(inputs, labels, np.array(counts, np.int16),
+                       np.array([_toy_id(g, v) for v in range(v_count)], np.int32), tag=g % 2)
+
+
+def _write_toy(path, train_counts, test_counts) -> PuzzleMetadata:
+    meta = PuzzleMetadata(task="toy", vocab_size=16, seq_len=TOY_LEN, num_puzzle_identifiers=1 + 12 * TOY_MAX_VERSIONS,
+                          tag_names=["even", "odd"], builder={"name": "test", "version": 1})
+    return write_puzzle_dataset(path, meta, {"train": [_toy_group(g, c) for g, c in enumerate(train_counts)],
+                                             "test": [_toy_group(g, c) for g, c in enumerate(test_counts)]})
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "multi"
+    _write_toy(out, TRAIN_COUNTS, TEST_COUNTS)
+    return out
+
+
+def _rows(batches) -> list[tuple[int, int, int]]:
+    """(group, version, example) of every valid row, checking labels, identifier and tag agree with it."""
+    rows = []
+    for b in batches:
+        for x, y, pid, tag, ok in zip(b["inputs"].tolist(), b["labels"].tolist(), b["puzzle_identifiers"].tolist(),
+                                      b["tag"].tolist(), b["valid"].tolist()):
+            if not ok:
+                assert x == [0] * TOY_LEN and y == [-100] * TOY_LEN and pid == 0  # padding row
+                continue
+            g, v, e = x[0] - 1, x[1] - 1, x[2] - 1
+            assert y == [e + 1, g + 1, v + 1, -100, 2, 2] and pid == _toy_id(g, v) and tag == g % 2
+            rows.append((g, v, e))
+    return rows
+
+
+def _puzzles(rows, counts) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Cut a row stream into whole puzzles (group, version, example order); a cut-off last puzzle is left out."""
+    out, i = [], 0
+    while i < len(rows):
+        g, v, _ = rows[i]
+        chunk = rows[i:i + counts[g][v]]
+        if len(chunk) < counts[g][v]:
+            break
+        assert {(r[0], r[1]) for r in chunk} == {(g, v)}, f"puzzle ({g}, {v}) interleaved with another at row {i}"
+        order = tuple(r[2] for r in chunk)
+        assert sorted(order) == list(range(counts[g][v]))  # every example of the chosen version, once
+        out.append((g, v, order))
+        i += len(chunk)
+    return out
+
+
+def _take(loader, n: int) -> list[dict[str, torch.Tensor]]:
+    """The next ``n`` batches, crossing as many ``iter()`` calls (Lightning epochs) as needed."""
+    out: list[dict[str, torch.Tensor]] = []
+    while len(out) < n:
+        for batch in loader:
+            out.append(batch)
+            if len(out) == n:
+                break
+    return out
+
+
+def test_multi_example_train_stream_follows_the_reference_sampler(multi):
+    meta = read_metadata(multi)
+    groups = {int(g["group"]): g for g in iter_groups(multi, "train")}
+    dm = PuzzleDataModule(str(multi), batch_size=4, seed=5)
+    loader = dm.train_dataloader()
+    assert isinstance(loader, PuzzleBatchLoader)
+    assert len(loader) == int(7 * meta.splits["train"].mean_puzzle_examples // 4) == 4
+    batches = [b for _ in range(4) for b in loader]  # four Lightning epochs of one loader: ~3.6 data epochs
+    assert all(b["inputs"].shape == (4, TOY_LEN) and b["valid"].all() for b in batches)
+    puzzles = _puzzles(_rows(batches), TRAIN_COUNTS)
+    assert len(puzzles) >= 21
+    for epoch in range(3):  # LitData counts epochs from 1
+        chunk = puzzles[7 * epoch:7 * epoch + 7]
+        assert sorted(g for g, _, _ in chunk) == list(range(7))  # each group once per data epoch
+        for g, v, order in chunk:
+            want = pick_puzzle(groups[g], seed=5, epoch=epoch + 1)
+            assert (v, order) == (want["version"], tuple(want["examples"].tolist()))
+    assert len({tuple(v for _, v, _ in sorted(puzzles[7 * k:7 * k + 7])) for k in range(3)}) > 1  # re-drawn
+    assert any(list(order) != sorted(order) for _, _, order in puzzles)  # examples are shuffled
+    assert [g for g, _, _ in puzzles[:7]] != sorted(g for g, _, _ in puzzles[:7])  # groups are shuffled
+    same = _take(PuzzleDataModule(str(multi), batch_size=4, seed=5).train_dataloader(), len(batches))
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(batches, same))
+    other = _take(PuzzleDataModule(str(multi), batch_size=4, seed=6).train_dataloader(), len(batches))
+    assert not all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(batches, other))
+
+
+def test_pick_puzzle_agrees_with_pick_version():
+    item = {"inputs": np.arange(20, dtype=np.uint8).reshape(5, 4, 1), "labels": np.zeros((5, 4, 1), np.uint8),
+            "num_examples": np.array([4, 3, 2, 4, 1], np.int16), "puzzle_identifiers": np.arange(5, dtype=np.int32),
+            "group": 3, "tag": 0}
+    for epoch in range(50):
+        p, one = pick_puzzle(item, 0, epoch), pick_version(item, 0, epoch)
+        assert p["puzzle_identifiers"] == one["puzzle_identifiers"] == p["version"]
+        assert sorted(p["examples"].tolist()) == list(range(item["num_examples"][p["version"]]))
+        assert np.array_equal(p["inputs"][:, 0], item["inputs"][p["version"], p["examples"], 0])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_multi_example_loader_resumes_mid_puzzle_and_across_epochs(multi, num_workers):
+    made: list[PuzzleBatchLoader] = []
+
+    def loader() -> PuzzleBatchLoader:
+        made.append(PuzzleDataModule(str(multi), batch_size=4, num_workers=num_workers, seed=1).train_dataloader())
+        return made[-1]
+
+    total = 14  # 3.5 Lightning epochs, ~3 data epochs
+    try:
+        reference = _take(loader(), total)
+        pending = 0
+        for stop in (3, 4, 6, 9):
+            first = loader()
+            head = _take(first, stop)
+            assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(reference, head))
+            state = json.loads(json.dumps(first.state_dict()))  # the state must survive a checkpoint round trip
+            pending += state["pending"] is not None
+            resumed = loader()
+            resumed.load_state_dict(state)
+            rest = _take(resumed, total - stop)
+            for i, (a, b) in enumerate(zip(reference[stop:], rest)):
+                assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["labels"], b["labels"]), (stop, i)
+        assert pending  # at least one stop fell inside a puzzle that straddles two batches
+        # close() stops the workers mid-stream; the next iter() continues where the stream was
+        closing = loader()
+        head = _take(closing, 5)
+        closing.close()
+        assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(reference[5:10], _take(closing, 5)))
+        with pytest.raises(ValueError, match="'groups' and 'pending'"):
+            loader().load_state_dict({"position": 3})
+    finally:
+        for m in made:  # stop worker processes now rather than at garbage collection
+            m.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*(ckpt_path|validation_step|__len__|LeafSpec).*")
+@pytest.mark.parametrize("stop, num_workers", [(3, 0), (4, 0), (6, 2)])
+def test_trainer_checkpoint_resumes_multi_example_stream(multi, tmp_path, stop, num_workers):
+    def trainer(steps: int, **kw) -> L.Trainer:
+        return L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path, **kw)
+
+    def dm() -> PuzzleDataModule:
+        return PuzzleDataModule(str(multi), batch_size=4, seed=2, num_workers=num_workers)
+
+    full = _Recorder()
+    run = trainer(10, enable_checkpointing=False)
+    run.fit(full, datamodule=dm())
+    assert isinstance(run.train_dataloader, PuzzleBatchLoader) and run.train_dataloader._it is None  # teardown closed
+    part = _Recorder()
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, every_n_train_steps=stop)
+    trainer(stop, callbacks=[ckpt]).fit(part, datamodule=dm())
+    resumed = _Recorder()
+    trainer(10, enable_checkpointing=False).fit(resumed, datamodule=dm(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+    # 4 batches per Lightning epoch: 3 resumes mid-epoch, 4 on the boundary, 6 in the second epoch (2 workers)
+    assert len(full.seen) == 10 and len(resumed.seen) == 10 - stop
+    assert all(torch.equal(a, b) for a, b in zip(full.seen[stop:], resumed.seen))
+
+
+def test_eval_streams_every_version_and_example_once_with_padding(multi):
+    dm = PuzzleDataModule(str(multi), batch_size=4, eval_batch_size=5)
+    dm.setup("test")
+    loader = dm.test_dataloader()
+    assert isinstance(loader, ExampleEvalLoader)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3 and all(b["inputs"].shape == (5, TOY_LEN) for b in batches)
+    assert [int(b["valid"].sum()) for b in batches] == [5, 5, 2]
+    expected = [(g, v, e) for g, counts in enumerate(TEST_COUNTS) for v, n in enumerate(counts) for e in range(n)]
+    assert _rows(batches) == expected  # stored order: group, then version, then example
+    assert _rows(dm.val_dataloader()) == expected
+
+
+def test_single_example_augmented_test_split_evaluates_every_version(tmp_path):
+    """E = 1 with V > 1 in the test split: every version is evaluated; training keeps the E = 1 loader."""
+    _write_toy(tmp_path / "e1", [[1, 1, 1]] * 8, [[1, 1], [1, 1, 1]])
+    dm = PuzzleDataModule(str(tmp_path / "e1"), batch_size=4, eval_batch_size=4)
+    assert _rows(dm.test_dataloader()) == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0), (1, 2, 0)]
+    train = dm.train_dataloader()
+    assert not isinstance(train, PuzzleBatchLoader) and len(train) == 2
+    assert sorted(g for g, _, _ in _rows(train)) == list(range(8))  # one version of each group per epoch
+
+
+def test_multi_example_batch_larger_than_an_epoch_is_an_error(multi):
+    with pytest.raises(ValueError, match="fewer than one batch of 17"):
+        PuzzleDataModule(str(multi), batch_size=17).train_dataloader()

@@ -2,13 +2,25 @@
 
 Training follows the reference sampler (spec §4.2): an epoch is one pass over the *groups*; each group contributes
 one uniformly random stored version, chosen from (seed, epoch, group) so a resumed run picks the same versions.
-The ``StreamingDataLoader`` is stateful, so the Trainer checkpoint carries the mid-epoch position.
-Evaluation streams every test example once, in order, padding the last batch to a constant size.
+
+* One example per puzzle (Sudoku, Maze): each group gives one example and a ``StreamingDataLoader`` batches them
+  directly (``batch_size`` groups per batch, the last partial batch dropped).
+* Several examples per puzzle (ARC): each group gives ALL examples of its chosen version, in a random order drawn
+  from the same hash; :class:`PuzzleBatchLoader` concatenates those puzzles into one continuous stream and cuts it
+  into batches of exactly ``batch_size`` examples (a puzzle may straddle two batches, nothing is truncated).
+
+Both train loaders are stateful, so the Trainer checkpoint carries the mid-epoch position.
+Evaluation streams every example of every stored version once, in order, padding the last batch to a constant size.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import os
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -19,6 +31,12 @@ from hrmkit.data.puzzles.format import PuzzleMetadata, read_metadata, split_dir
 
 IGNORE_INDEX = -100
 _MASK64 = (1 << 64) - 1
+_STATE_VERSION = 1
+
+#: What a :class:`GroupStreamingDataset` item is made of, per group: ``example`` one random version's first example
+#: (train, E = 1); ``puzzle`` all examples of one random version in a random order (train, E > 1); ``first`` version
+#: 0's first example (evaluation of E = 1, V = 1 splits); ``all`` every example of every version (evaluation).
+GroupMode = Literal["example", "puzzle", "first", "all"]
 
 
 def _mix(seed: int, epoch: int, group: int) -> int:
@@ -33,30 +51,70 @@ def _mix(seed: int, epoch: int, group: int) -> int:
     return x
 
 
+def _version_of(item: dict[str, Any], h: int) -> int:
+    """Uniform version index from a 64-bit draw (multiply-shift: no modulo bias worth measuring)."""
+    return (h * len(item["num_examples"])) >> 64
+
+
 def pick_version(item: dict[str, Any], seed: int, epoch: int) -> dict[str, Any]:
     """The training example of a stored group this epoch: a uniformly random version, its first example."""
-    versions = len(item["num_examples"])
-    v = (_mix(seed, epoch, int(item["group"])) * versions) >> 64
+    v = _version_of(item, _mix(seed, epoch, int(item["group"])))
     return {"inputs": item["inputs"][v, 0], "labels": item["labels"][v, 0],
             "puzzle_identifiers": int(item["puzzle_identifiers"][v]), "tag": int(item["tag"])}
 
 
+def pick_puzzle(item: dict[str, Any], seed: int, epoch: int) -> dict[str, Any]:
+    """The training examples of a stored group this epoch (reference sampler): the same uniformly random version as
+    :func:`pick_version`, and ALL its stored examples in a random order derived from the same hash.
+
+    Returns ``inputs``/``labels`` ``[n, L]`` in that order, ``examples`` (the order, as stored example indices),
+    ``version``, ``group``, ``puzzle_identifiers`` and ``tag``.
+    """
+    group = int(item["group"])
+    h = _mix(seed, epoch, group)
+    v = _version_of(item, h)
+    n = int(item["num_examples"][v])
+    order = np.random.default_rng((h, 1)).permutation(n)
+    return {"inputs": item["inputs"][v][order], "labels": item["labels"][v][order], "examples": order,
+            "version": v, "group": group, "puzzle_identifiers": int(item["puzzle_identifiers"][v]),
+            "tag": int(item["tag"])}
+
+
+def all_examples(item: dict[str, Any]) -> dict[str, Any]:
+    """Every stored example of a group, version-major (``[n, L]`` rows and an identifier per row): evaluation and
+    ARC voting need all augmented versions of every test example."""
+    counts = np.asarray(item["num_examples"], dtype=np.int64)
+    v = np.repeat(np.arange(len(counts)), counts)
+    e = np.arange(len(v)) - np.repeat(np.cumsum(counts) - counts, counts)
+    ids = np.asarray(item["puzzle_identifiers"], dtype=np.int64)[v]
+    return {"inputs": item["inputs"][v, e], "labels": item["labels"][v, e], "puzzle_identifiers": ids,
+            "tag": int(item["tag"])}
+
+
 class GroupStreamingDataset(StreamingDataset):
-    """``StreamingDataset`` of groups that yields one example per group, re-drawing the version every epoch.
+    """``StreamingDataset`` of groups whose items are cut from each group as ``mode`` says (see :data:`GroupMode`),
+    re-drawing the training version every epoch.
 
     A plain ``transform`` does not see the epoch, hence the subclass; ``current_epoch`` is restored from the loader
-    state on resume, so the draw repeats exactly.
+    state on resume, so the draw repeats exactly. The cut happens in the worker, so only the chosen version (not the
+    whole group, up to 1001 versions for ARC) crosses to the main process.
     """
 
-    def __init__(self, input_dir: str, seed: int, train: bool, **kwargs: Any) -> None:
+    def __init__(self, input_dir: str, seed: int, mode: GroupMode, **kwargs: Any) -> None:
+        if mode not in ("example", "puzzle", "first", "all"):
+            raise ValueError(f"mode must be 'example', 'puzzle', 'first' or 'all', got {mode!r}")
         super().__init__(input_dir, seed=seed, **kwargs)
         self.version_seed = seed
-        self.train = train
+        self.mode = mode
 
     def __getitem__(self, index: Any) -> Any:
         item = super().__getitem__(index)
-        if self.train:
+        if self.mode == "example":
             return pick_version(item, self.version_seed, int(self.current_epoch))
+        if self.mode == "puzzle":
+            return pick_puzzle(item, self.version_seed, int(self.current_epoch))
+        if self.mode == "all":
+            return all_examples(item)
         return {"inputs": item["inputs"][0, 0], "labels": item["labels"][0, 0],
                 "puzzle_identifiers": int(item["puzzle_identifiers"][0]), "tag": int(item["tag"])}
 
@@ -76,22 +134,36 @@ class PuzzleCollate:
         self.pad_to = pad_to
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        n = len(items)
+        if not items:
+            empty = np.zeros((0, self.seq_len), np.int64)
+            return self.arrays(empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return self.arrays(np.stack([it["inputs"] for it in items]), np.stack([it["labels"] for it in items]),
+                           np.array([it["puzzle_identifiers"] for it in items]), np.array([it["tag"] for it in items]))
+
+    def arrays(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
+               tags: np.ndarray) -> dict[str, torch.Tensor]:
+        """The batch of ``n`` rows given as arrays (``[n, L]`` tokens, ``[n]`` identifiers and tags)."""
+        n = len(inputs)
         size = max(n, self.pad_to or 0)
-        inputs = np.full((size, self.seq_len), self.pad_id, np.int64)
-        labels = np.full((size, self.seq_len), IGNORE_INDEX, np.int64)
+        out_inputs = np.full((size, self.seq_len), self.pad_id, np.int64)
+        out_labels = np.full((size, self.seq_len), IGNORE_INDEX, np.int64)
         ids = np.full(size, self.blank_identifier_id, np.int64)
-        tags = np.zeros(size, np.int64)
+        out_tags = np.zeros(size, np.int64)
         if n:
-            inputs[:n] = np.stack([it["inputs"] for it in items])
-            lab = np.stack([it["labels"] for it in items]).astype(np.int64)
-            labels[:n] = np.where(lab == self.ignore_label_id, IGNORE_INDEX, lab)
-            ids[:n] = [it["puzzle_identifiers"] for it in items]
-            tags[:n] = [it["tag"] for it in items]
+            out_inputs[:n] = inputs
+            lab = np.asarray(labels).astype(np.int64)
+            out_labels[:n] = np.where(lab == self.ignore_label_id, IGNORE_INDEX, lab)
+            ids[:n] = puzzle_identifiers
+            out_tags[:n] = tags
         valid = np.arange(size) < n
-        return {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
-                "puzzle_identifiers": torch.from_numpy(ids), "tag": torch.from_numpy(tags),
+        return {"inputs": torch.from_numpy(out_inputs), "labels": torch.from_numpy(out_labels),
+                "puzzle_identifiers": torch.from_numpy(ids), "tag": torch.from_numpy(out_tags),
                 "valid": torch.from_numpy(valid)}
+
+
+def _single(items: list[Any]) -> Any:
+    """Collate of a ``batch_size=1`` group loader: the item itself (re-batching happens in the main process)."""
+    return items[0]
 
 
 class EpochEndLoader(StreamingDataLoader):
@@ -110,8 +182,234 @@ class EpochEndLoader(StreamingDataLoader):
             yield batch
 
 
+@dataclass
+class _Puzzle:
+    """The puzzle being cut into batches: its examples in sampled order and how many were handed out."""
+
+    group: int
+    version: int
+    examples: np.ndarray  # stored example indices, in the sampled order
+    inputs: np.ndarray  # [n, L]
+    labels: np.ndarray  # [n, L]
+    puzzle_identifier: int
+    tag: int
+    taken: int = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.examples) - self.taken
+
+
+#: Train loaders whose group iterator (and its worker processes) may be alive; see _disown_inherited_iterators.
+_LIVE_LOADERS: weakref.WeakSet[PuzzleBatchLoader] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+
+
+def _disown_inherited_iterators() -> None:
+    """In a freshly forked child (e.g. another loader's worker), keep the group iterators copied from the parent
+    alive for good: if the child's garbage collector finalized a copy, the copy would tell the *parent's* worker
+    processes to stop through their shared queues and events, and the parent's own shutdown of them would then
+    wait out its 5 s join timeout per worker (seen whenever an unreferenced loader awaited collection at fork time).
+    """
+    for loader in list(_LIVE_LOADERS):
+        if loader._it is not None:
+            _INHERITED.append(loader._it)
+            loader._it = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_inherited_iterators)
+
+
+class PuzzleBatchLoader:
+    """Training batches of exactly ``batch_size`` examples from a loader of whole puzzles (datasets with E > 1).
+
+    ``groups`` yields, one per group, all examples of the group's version for this data epoch
+    (:func:`pick_puzzle`); its epochs follow one another in one continuous example stream, cut into batches. Each
+    ``iter()`` hands out the next ``num_batches`` batches of that stream, so every rank of a DDP run makes the same
+    number of steps per Lightning epoch even though its puzzles have different example counts, and nothing is
+    dropped. A data epoch (each group once) therefore lasts about, not exactly, one Lightning epoch.
+
+    Not a ``DataLoader`` on purpose: Lightning then leaves it alone (no sampler injection) and, seeing
+    ``state_dict``/``load_state_dict``, saves and restores it with the fit loop. The state is the group loader's
+    LitData state plus the unfinished puzzle as (group, version, remaining example indices): plain JSON, and the
+    puzzle is re-read by group index on resume.
+    """
+
+    def __init__(self, groups: StreamingDataLoader, dataset_dir: str, batch_size: int, num_batches: int,
+                 collate: PuzzleCollate) -> None:
+        if batch_size < 1 or num_batches < 1:
+            raise ValueError(f"need batch_size >= 1 and num_batches >= 1, got {batch_size} and {num_batches}")
+        self.groups = groups
+        self.dataset_dir = dataset_dir
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.collate = collate
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._puzzle: _Puzzle | None = None
+        self._reader: StreamingDataset | None = None
+        _LIVE_LOADERS.add(self)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _ in range(self.num_batches):
+            yield self.next_batch()
+
+    def close(self) -> None:
+        """Stop the group loader's worker processes now (by design they live from one ``iter()`` to the next until
+        the loader is garbage collected); the stream continues where it was at the next ``iter()``."""
+        if self._it is not None:
+            position = self.groups.state_dict()
+            self._it = None
+            self.groups.load_state_dict(position)
+
+    # Lightning's teardown (``CombinedLoader.reset`` at the end of fit) sets ``loader._iterator = None`` on every
+    # loader to stop its workers; mapping that to close() stops ours deterministically. Left to the cyclic garbage
+    # collector (trainers are full of reference cycles), a torch worker iterator's queues are finalized before the
+    # iterator itself, its "stop" message is never sent, and shutting down waits out a 5 s timeout per worker.
+    @property
+    def _iterator(self) -> Iterator[dict[str, Any]] | None:
+        return self._it
+
+    @_iterator.setter
+    def _iterator(self, value: None) -> None:
+        if value is not None:
+            raise ValueError("PuzzleBatchLoader._iterator can only be reset to None")
+        self.close()
+
+    def _next_puzzle(self) -> _Puzzle:
+        for _ in range(2):  # at most one epoch boundary: the current epoch ends, the next one starts
+            if self._it is None:
+                self._it = iter(self.groups)
+            try:
+                p = next(self._it)
+            except StopIteration:
+                self._it = None
+                continue
+            return _Puzzle(int(p["group"]), int(p["version"]), np.asarray(p["examples"]), p["inputs"], p["labels"],
+                           int(p["puzzle_identifiers"]), int(p["tag"]))
+        raise RuntimeError(f"{self.dataset_dir}: a whole training epoch yielded no puzzle")
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """The next ``batch_size`` examples of the stream, collated."""
+        parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []
+        need = self.batch_size
+        while need:
+            if self._puzzle is None or self._puzzle.left == 0:
+                self._puzzle = self._next_puzzle()
+            p = self._puzzle
+            take = min(need, p.left)
+            rows = slice(p.taken, p.taken + take)
+            parts.append((p.inputs[rows], p.labels[rows], p.puzzle_identifier, p.tag))
+            p.taken += take
+            need -= take
+        inputs = np.concatenate([x[0] for x in parts])
+        labels = np.concatenate([x[1] for x in parts])
+        ids = np.concatenate([np.full(len(x[0]), x[2], np.int64) for x in parts])
+        tags = np.concatenate([np.full(len(x[0]), x[3], np.int64) for x in parts])
+        return self.collate.arrays(inputs, labels, ids, tags)
+
+    def state_dict(self) -> dict[str, Any]:
+        p = self._puzzle
+        pending = None
+        if p is not None and p.left:
+            pending = {"group": p.group, "version": p.version, "examples": p.examples[p.taken:].tolist()}
+        return {"version": _STATE_VERSION, "groups": self.groups.state_dict(), "pending": pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        where = "PuzzleBatchLoader.load_state_dict"
+        if not isinstance(state, dict) or "groups" not in state or "pending" not in state:
+            raise ValueError(f"{where}: expected a dict with 'groups' and 'pending' (a state from state_dict()), "
+                             f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else []}")
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"{where}: field 'version' is {state.get('version')!r}, this hrmkit writes "
+                             f"{_STATE_VERSION}")
+        self._it = None
+        self.groups.load_state_dict(state["groups"])
+        pending = state["pending"]
+        self._puzzle = None if pending is None else self._reread(pending)
+
+    def _reread(self, pending: dict[str, Any]) -> _Puzzle:
+        """The unfinished puzzle of a saved state, read again from disk by group index."""
+        where = f"{self.dataset_dir}: resumed loader state, field 'pending'"
+        try:
+            group, version = int(pending["group"]), int(pending["version"])
+            examples = np.asarray(pending["examples"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: expected group, version and examples, got {pending!r} ({e})") from None
+        if self._reader is None:
+            self._reader = StreamingDataset(self.dataset_dir, shuffle=False, drop_last=False)
+        try:
+            item = self._reader[group] if group >= 0 else None
+        except (IndexError, ValueError, KeyError):
+            item = None
+        if item is None or int(item["group"]) != group:
+            raise ValueError(f"{where}: group {group} is not in this split; was the checkpoint made on another "
+                             "dataset?")
+        if not 0 <= version < len(item["num_examples"]):
+            raise ValueError(f"{where}: group {group} version {version} does not exist in the stored data")
+        n = int(item["num_examples"][version])
+        if examples.size == 0 or examples.min() < 0 or examples.max() >= n:
+            raise ValueError(f"{where}: example indices {examples.tolist()} out of range for {n} examples")
+        return _Puzzle(group, version, examples, item["inputs"][version][examples],
+                       item["labels"][version][examples], int(item["puzzle_identifiers"][version]), int(item["tag"]))
+
+
+class ExampleEvalLoader:
+    """Evaluation batches over every stored example (every version of every group), in stored order, the last batch
+    padded with ``valid=False`` rows so every batch has ``batch_size`` rows.
+
+    ``len`` is exact when ``total_examples`` is given (one process); under DDP LitData splits the groups between
+    ranks and a rank's example count is unknown in advance, so ``len`` raises ``TypeError`` and Lightning runs the
+    loader to its end instead of cutting it short.
+    """
+
+    def __init__(self, groups: StreamingDataLoader, batch_size: int, collate: PuzzleCollate,
+                 total_examples: int | None) -> None:
+        self.groups = groups
+        self.batch_size = batch_size
+        self.collate = collate
+        self.total_examples = total_examples
+
+    def __len__(self) -> int:
+        if self.total_examples is None:
+            raise TypeError("the number of evaluation batches per rank is unknown under DDP")
+        return math.ceil(self.total_examples / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        queue: list[tuple[np.ndarray, ...]] = []  # (inputs, labels, identifiers, tags) rows not handed out yet
+        held = 0
+        for item in self.groups:
+            n = len(item["inputs"])
+            ids = np.broadcast_to(np.asarray(item["puzzle_identifiers"], np.int64), n)
+            queue.append((item["inputs"], item["labels"], ids, np.full(n, int(item["tag"]), np.int64)))
+            held += n
+            while held >= self.batch_size:
+                yield self._take(queue, self.batch_size)
+                held -= self.batch_size
+        if held:
+            yield self._take(queue, held)
+
+    def _take(self, queue: list[tuple[np.ndarray, ...]], n: int) -> dict[str, torch.Tensor]:
+        """Pop the first ``n`` queued rows as one (padded) batch; slices are views, only the batch is copied."""
+        out: list[tuple[np.ndarray, ...]] = []
+        while n:
+            head = queue[0]
+            k = min(n, len(head[0]))
+            out.append(tuple(a[:k] for a in head))
+            if k == len(head[0]):
+                queue.pop(0)
+            else:
+                queue[0] = tuple(a[k:] for a in head)
+            n -= k
+        inputs, labels, ids, tags = (np.concatenate([o[i] for o in out]) for i in range(4))
+        return self.collate.arrays(inputs, labels, ids, tags)
+
+
 class PuzzleDataModule(L.LightningDataModule):
-    """Train and evaluate on a dataset built by ``hrmkit.data.puzzles`` (e.g. ``build_sudoku``).
+    """Train and evaluate on a dataset built by ``hrmkit.data.puzzles`` (e.g. ``build_sudoku``, ``build_arc``).
 
     ``vocab_size``, ``seq_len``, ``num_puzzle_identifiers``, ``num_tags`` and ``tag_names`` read the metadata on
     first use, so a LightningCLI link such as ``data.vocab_size -> model.init_args.vocab_size`` works before setup.
@@ -122,9 +420,10 @@ class PuzzleDataModule(L.LightningDataModule):
         """
         Args:
             data_dir: a built dataset (``metadata.json``, ``train/``, ``test/``).
-            batch_size: examples per training batch on each device; constant (the last partial batch is dropped).
+            batch_size: examples per training batch on each device; constant (E = 1: the last partial batch is
+                dropped; E > 1: puzzles run on into the next batch and the next epoch).
             num_workers: loader worker processes (keep it fixed within a run: batch order depends on it).
-            seed: seeds the group order and the per-epoch choice of augmented version.
+            seed: seeds the group order, the per-epoch choice of augmented version and the example order.
             eval_batch_size: examples per evaluation batch (default batch_size); the last batch is padded to it.
         """
         super().__init__()
@@ -175,44 +474,52 @@ class PuzzleDataModule(L.LightningDataModule):
             self.metadata.split(split)
             split_dir(self.data_dir, split)
 
-    def _split(self, split: str) -> str:
-        stats = self.metadata.split(split)
-        if stats.max_puzzle_examples > 1:
-            raise NotImplementedError(f"{self.data_dir}: the {split} split has puzzles with up to "
-                                      f"{stats.max_puzzle_examples} examples each (e.g. ARC); multi-example puzzles "
-                                      "are not streamed yet")
-        return str(split_dir(self.data_dir, split))
-
     def _world_size(self) -> int:
         trainer = getattr(self, "_trainer", None)
         return int(trainer.world_size) if trainer is not None else 1
 
-    def train_dataloader(self) -> StreamingDataLoader:
-        path = self._split("train")
-        groups = self.metadata.split("train").total_groups
-        if groups < self.batch_size * self._world_size():
-            raise ValueError(f"{self.data_dir}: the train split has {groups} groups, fewer than one global batch "
-                             f"({self.batch_size} x {self._world_size()} devices); lower batch_size")
+    def train_dataloader(self) -> StreamingDataLoader | PuzzleBatchLoader:
+        path = str(split_dir(self.data_dir, "train"))
+        stats = self.metadata.split("train")
+        world = self._world_size()
+        multi = stats.max_puzzle_examples > 1
         # Full in-chunk shuffle (litdata's default permutes 256-item blocks), decoded one item at a time: with the
         # default batched decode a full shuffle decodes a whole window per item (measured 50x slower).
-        ds = GroupStreamingDataset(path, seed=self.seed, train=True, shuffle=True, drop_last=True,
-                                   item_shuffle_window="full", batch_decode=0)
-        return EpochEndLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True,
-                              collate_fn=PuzzleCollate(self.metadata))
+        options: dict[str, Any] = dict(seed=self.seed, shuffle=True, drop_last=True, item_shuffle_window="full",
+                                       batch_decode=0)
+        if not multi:
+            if stats.total_groups < self.batch_size * world:
+                raise ValueError(f"{self.data_dir}: the train split has {stats.total_groups} groups, fewer than one "
+                                 f"global batch ({self.batch_size} x {world} devices); lower batch_size")
+            return EpochEndLoader(GroupStreamingDataset(path, mode="example", **options), batch_size=self.batch_size,
+                                  num_workers=self.num_workers, drop_last=True, collate_fn=PuzzleCollate(self.metadata))
+        # One version per group: an epoch holds about groups x mean examples per version (exact when groups have
+        # equally many versions and a group's versions equally many examples; close for ARC).
+        per_rank = (stats.total_groups // world) * stats.mean_puzzle_examples
+        num_batches = int(per_rank // self.batch_size)
+        if num_batches < 1:
+            raise ValueError(f"{self.data_dir}: the train split has about {per_rank:.0f} examples per epoch on each "
+                             f"of {world} devices ({stats.total_groups} groups x {stats.mean_puzzle_examples:.2f} "
+                             f"examples per version), fewer than one batch of {self.batch_size}; lower batch_size")
+        groups = StreamingDataLoader(GroupStreamingDataset(path, mode="puzzle", **options), batch_size=1,
+                                     num_workers=self.num_workers, collate_fn=_single)
+        return PuzzleBatchLoader(groups, path, self.batch_size, num_batches, PuzzleCollate(self.metadata))
 
-    def _eval_loader(self) -> StreamingDataLoader:
-        path = self._split("test")
+    def _eval_loader(self) -> StreamingDataLoader | ExampleEvalLoader:
+        path = str(split_dir(self.data_dir, "test"))
         stats = self.metadata.split("test")
-        if stats.total_puzzles != stats.total_groups:
-            raise NotImplementedError(f"{self.data_dir}: the test split stores augmented versions; evaluation "
-                                      "streams one puzzle per group")
-        ds = GroupStreamingDataset(path, seed=self.seed, train=False, shuffle=False, drop_last=False)
         collate = PuzzleCollate(self.metadata, pad_to=self.eval_batch_size)
-        return StreamingDataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers, drop_last=False,
-                                   collate_fn=collate)
+        if stats.max_puzzle_examples == 1 and stats.total_puzzles == stats.total_groups:  # one example per group
+            ds = GroupStreamingDataset(path, seed=self.seed, mode="first", shuffle=False, drop_last=False)
+            return StreamingDataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                                       drop_last=False, collate_fn=collate)
+        ds = GroupStreamingDataset(path, seed=self.seed, mode="all", shuffle=False, drop_last=False)
+        groups = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
+        total = stats.total_examples if self._world_size() == 1 else None
+        return ExampleEvalLoader(groups, self.eval_batch_size, collate, total)
 
-    def val_dataloader(self) -> StreamingDataLoader:
+    def val_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
         return self._eval_loader()
 
-    def test_dataloader(self) -> StreamingDataLoader:
+    def test_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
         return self._eval_loader()

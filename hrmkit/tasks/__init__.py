@@ -2,5 +2,6 @@
 
 from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.tasks.sequence import SequenceTask
+from hrmkit.tasks.text import TextTask
 
-__all__ = ["PuzzleTask", "SequenceTask"]
+__all__ = ["PuzzleTask", "SequenceTask", "TextTask"]

@@ -172,16 +172,21 @@ class PuzzleTask(L.LightningModule):
         return (state, *self.heads(out))
 
     @torch.no_grad()
-    def solve(self, inputs: Tensor, puzzle_ids: Tensor | None = None, segments: int | None = None) -> Tensor:
-        """Predicted grids ``[B, L]`` after ``segments`` segments (default ``eval_segments``)."""
+    def predict(self, inputs: Tensor, puzzle_ids: Tensor | None = None,
+                segments: int | None = None) -> tuple[Tensor, Tensor]:
+        """Predicted grids ``[B, L]`` and the final segment's q_halt logits ``[B]`` after ``segments`` segments
+        from a fresh state (default ``eval_segments``): what the reference evaluator records for voting."""
         if puzzle_ids is None:
             puzzle_ids = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
         x = self.embed(inputs, puzzle_ids)
         state = self.core.initial_state(x)
-        logits = None
         for _ in range(segments or self.eval_segments):
-            state, logits, _, _ = self.segment(x, state)
-        return logits.argmax(-1)
+            state, logits, q_halt, _ = self.segment(x, state)
+        return logits.argmax(-1), q_halt
+
+    def solve(self, inputs: Tensor, puzzle_ids: Tensor | None = None, segments: int | None = None) -> Tensor:
+        """Predicted grids ``[B, L]`` after ``segments`` segments (default ``eval_segments``)."""
+        return self.predict(inputs, puzzle_ids, segments)[0]
 
     # -- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
