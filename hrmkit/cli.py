@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         return None
     from jsonargparse import auto_cli
 
-    from hrmkit.show import show
-
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.show import show
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show,
               "eval": {"arc": evaluate_arc}}, args=argv, as_positional=False)
