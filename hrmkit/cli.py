@@ -79,10 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import auto_cli
 
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.plot import plot
     from hrmkit.show import show
+    from hrmkit.text_commands import export_hf_command, generate_text
 
-    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show,
-              "eval": {"arc": evaluate_arc}}, args=argv, as_positional=False)
+    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
+              "eval": {"arc": evaluate_arc}, "generate": generate_text, "export": {"hf": export_hf_command}},
+             args=argv, as_positional=False)
     return None
 
 
@@ -92,8 +95,10 @@ def _data_commands() -> dict:
     from hrmkit.data.puzzles.hrm_import import import_hrm
     from hrmkit.data.puzzles.maze import build_maze
     from hrmkit.data.puzzles.sudoku import build_sudoku
+    from hrmkit.data.text import build_gsm_symbolic, build_text, import_data_io
 
-    return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm}
+    return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
+            "text": build_text, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,285 @@
+"""LightningDataModule over a built text dataset: shuffled, packed, constant-size token batches (spec §4.4).
+
+Training streams the train split with LitData (shuffled, seeded) into a :class:`StreamPacker`, which packs whole
+samples into batches of exactly ``tokens_per_batch`` tokens (the batch contract is in ``hrmkit.data.text.packing``).
+The sample stream runs on from one data epoch into the next; each Lightning epoch hands out a fixed number of
+batches, ``train tokens per device // tokens_per_batch``, so every DDP rank makes the same number of steps even though
+its samples differ (a Lightning epoch is therefore slightly less than one pass: the padding). Under DDP, LitData gives
+each rank a disjoint share of the samples and each rank packs its own share.
+
+The train loader is stateful: its state (LitData position plus the samples waiting in the packer) travels in the
+Trainer checkpoint, so a resumed run continues with exactly the batches the uninterrupted run would have seen.
+Validation packs the val split in stored order (no shuffling), every sample exactly once, the last batch padded.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+from litdata import StreamingDataLoader, StreamingDataset
+
+from hrmkit.data.text.format import TextMetadata, read_text_metadata, text_split_dir, tokenizer_path
+from hrmkit.data.text.packing import StreamPacker, pack_batch
+
+_STATE_VERSION = 1
+DEFAULT_LOOKAHEAD_BATCHES = 4
+
+
+def _single(items: list[Any]) -> Any:
+    """Collate of a ``batch_size=1`` sample loader: the item itself (packing happens in the main process)."""
+    return items[0]
+
+
+def _length(sample: tuple[np.ndarray, int]) -> int:
+    return int(sample[0].size)
+
+
+#: Loaders whose sample iterator (and its worker processes) may be alive; see _disown_inherited_iterators.
+_LIVE: weakref.WeakSet[PackedTextLoader] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+
+
+def _disown_inherited_iterators() -> None:
+    """In a forked child (another loader's worker), keep iterator copies inherited from the parent alive: if the
+    child's garbage collector finalized one, it would stop the *parent's* workers through their shared queues."""
+    for loader in list(_LIVE):
+        if loader._it is not None:
+            _INHERITED.append(loader._it)
+            loader._it = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_inherited_iterators)
+
+
+class PackedTextLoader:
+    """Packed batches from a loader of single samples.
+
+    ``num_batches`` set (training): the sample stream is continuous across data epochs and each ``iter()`` hands out
+    the next ``num_batches`` batches; ``len()`` is ``num_batches``. ``num_batches=None`` (evaluation): one pass over
+    the samples, the packer drained at the end; no ``len()`` (the count depends on how the samples pack).
+
+    Not a ``DataLoader`` on purpose: Lightning then injects no sampler and, seeing ``state_dict``/``load_state_dict``,
+    saves and restores it with the fit loop. The state is plain JSON: the LitData state plus the waiting samples.
+    """
+
+    def __init__(self, samples: StreamingDataLoader, tokens_per_batch: int, pad_id: int, lookahead_tokens: int,
+                 num_batches: int | None = None, where: str = "") -> None:
+        if num_batches is not None and num_batches < 1:
+            raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+        self.samples = samples
+        self.tokens_per_batch = tokens_per_batch
+        self.pad_id = pad_id
+        self.num_batches = num_batches
+        self.where = where
+        self.packer: StreamPacker[tuple[np.ndarray, int]] = StreamPacker(tokens_per_batch, lookahead_tokens, _length)
+        self._it: Iterator[dict[str, Any]] | None = None
+        _LIVE.add(self)
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("the number of packed evaluation batches is known only after a pass")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.num_batches is None:
+            yield from self._one_pass()
+            return
+        for _ in range(self.num_batches):
+            yield self.next_batch()
+
+    def _one_pass(self) -> Iterator[dict[str, Any]]:
+        self.packer.pending.clear()
+        self.packer.pending_tokens = 0
+        self._it = iter(self.samples)  # held only here, so close() can stop the workers of an abandoned pass
+        while self._it is not None:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self._it = None
+                break
+            self.packer.push(_as_pair(item))
+            if not self.packer.wants_more():
+                yield pack_batch(self.packer.pop_bin(), self.tokens_per_batch, self.pad_id)
+        while self.packer.pending:
+            yield pack_batch(self.packer.pop_bin(), self.tokens_per_batch, self.pad_id)
+
+    def _pull(self) -> tuple[np.ndarray, int]:
+        for _ in range(2):  # at most one epoch boundary: this epoch ends, the next one starts
+            if self._it is None:
+                self._it = iter(self.samples)
+            try:
+                return _as_pair(next(self._it))
+            except StopIteration:
+                self._it = None
+        raise RuntimeError(f"{self.where}: a whole training epoch yielded no sample")
+
+    def next_batch(self) -> dict[str, Any]:
+        """The next packed training batch of the continuous stream."""
+        while self.packer.wants_more():
+            self.packer.push(self._pull())
+        return pack_batch(self.packer.pop_bin(), self.tokens_per_batch, self.pad_id)
+
+    def close(self) -> None:
+        """Stop the sample loader's workers now. Training: the stream continues where it was at the next ``iter()``;
+        evaluation: the next ``iter()`` is a fresh pass anyway."""
+        if self._it is None:
+            return
+        if self.num_batches is None:
+            self._it = None
+            return
+        position = self.samples.state_dict()
+        self._it = None
+        self.samples.load_state_dict(position)
+
+    # Lightning's teardown sets ``loader._iterator = None`` on every loader to stop its workers; map it to close()
+    # so our worker processes stop deterministically instead of at garbage collection (5 s timeouts per worker).
+    @property
+    def _iterator(self) -> Iterator[dict[str, Any]] | None:
+        return self._it
+
+    @_iterator.setter
+    def _iterator(self, value: None) -> None:
+        if value is not None:
+            raise ValueError("PackedTextLoader._iterator can only be reset to None")
+        self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        pending = [[s[0].tolist(), s[1]] for s in self.packer.pending]
+        return {"version": _STATE_VERSION, "samples": self.samples.state_dict(), "pending": pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        where = f"{self.where}: PackedTextLoader.load_state_dict"
+        if not isinstance(state, dict) or "samples" not in state or "pending" not in state:
+            raise ValueError(f"{where}: expected a dict with 'samples' and 'pending' (a state from state_dict()), "
+                             f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else []}")
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"{where}: field 'version' is {state.get('version')!r}, this hrmkit writes "
+                             f"{_STATE_VERSION}")
+        self._it = None
+        self.samples.load_state_dict(state["samples"])
+        self.packer.pending.clear()
+        self.packer.pending_tokens = 0
+        for k, pair in enumerate(state["pending"]):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"{where}: field 'pending[{k}]': expected [ids, prefix_len], got {pair!r}")
+            self.packer.push((np.asarray(pair[0], dtype=np.int64), int(pair[1])))
+
+
+def _as_pair(item: dict[str, Any]) -> tuple[np.ndarray, int]:
+    return np.asarray(item["ids"]), int(item["prefix_len"])
+
+
+class TextDataModule(L.LightningDataModule):
+    """Train and validate on a text dataset built by ``build_text``, ``import_data_io`` or ``build_gsm_symbolic``.
+
+    ``vocab_size``, ``pad_id``, ``special_ids`` and ``tokenizer_path`` read the metadata on first use, so LightningCLI
+    links such as ``data.vocab_size -> model.init_args.vocab_size`` work before setup.
+    """
+
+    def __init__(self, data_dir: str, tokens_per_batch: int = 4096, num_workers: int = 0, seed: int = 0,
+                 lookahead_batches: int = DEFAULT_LOOKAHEAD_BATCHES) -> None:
+        """
+        Args:
+            data_dir: a built text dataset (``metadata.json``, ``train/``, optional ``val/``).
+            tokens_per_batch: tokens per packed batch on each device (T); at least the dataset's ``max_len``.
+            num_workers: loader worker processes (keep it fixed within a run: the sample order depends on it).
+            seed: seeds the sample order.
+            lookahead_batches: samples the packer may look ahead, in batches' worth of tokens (more: fuller batches,
+                less: closer to the shuffled order).
+        """
+        super().__init__()
+        if tokens_per_batch < 2:
+            raise ValueError(f"tokens_per_batch must be >= 2, got {tokens_per_batch}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if lookahead_batches < 1:
+            raise ValueError(f"lookahead_batches must be >= 1, got {lookahead_batches}")
+        self.save_hyperparameters()
+        self.data_dir = str(data_dir)
+        self.tokens_per_batch = tokens_per_batch
+        self.num_workers = num_workers
+        self.seed = seed
+        self.lookahead_batches = lookahead_batches
+        self._metadata: TextMetadata | None = None
+
+    @property
+    def metadata(self) -> TextMetadata:
+        if self._metadata is None:
+            self._metadata = read_text_metadata(self.data_dir)
+        return self._metadata
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary padded to a multiple of 256 (what the model allocates)."""
+        return self.metadata.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.metadata.pad_id
+
+    @property
+    def eoa_id(self) -> int:
+        return self.metadata.eoa_id
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """``pad``, ``boq``, ``eoq``, ``eoa`` and the condition names (``direct``, ``cot``, ``noisy``, ``synth``)."""
+        return self.metadata.special_ids
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        """The dataset's ``tokenizer.json`` (None for a data_io import made without a tokenizer)."""
+        path = tokenizer_path(self.data_dir, self.metadata)
+        return None if path is None else str(path)
+
+    @property
+    def has_val(self) -> bool:
+        return "val" in self.metadata.splits
+
+    def setup(self, stage: str = "") -> None:
+        self._metadata = read_text_metadata(self.data_dir)
+        self._check_budget()
+        text_split_dir(self.data_dir, "train")
+        if self.has_val:
+            text_split_dir(self.data_dir, "val")
+
+    def _check_budget(self) -> None:
+        longest = max(s.max_sample_len for s in self.metadata.splits.values())
+        if longest > self.tokens_per_batch:
+            raise ValueError(f"{self.data_dir}: tokens_per_batch {self.tokens_per_batch} is smaller than the longest "
+                             f"stored sample ({longest} tokens; max_len {self.metadata.max_len}); raise it")
+
+    def _world_size(self) -> int:
+        trainer = getattr(self, "_trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
+    def _lookahead(self) -> int:
+        return self.lookahead_batches * self.tokens_per_batch
+
+    def train_dataloader(self) -> PackedTextLoader:
+        self._check_budget()
+        path = str(text_split_dir(self.data_dir, "train"))
+        stats = self.metadata.split("train")
+        # Full in-chunk shuffle, decoded one item at a time (as the puzzle loaders: batched decode of a full
+        # shuffle decodes a whole window per item).
+        ds = StreamingDataset(path, seed=self.seed, shuffle=True, drop_last=True, item_shuffle_window="full",
+                              batch_decode=0)
+        samples = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
+        num_batches = max(1, stats.tokens // self._world_size() // self.tokens_per_batch)
+        return PackedTextLoader(samples, self.tokens_per_batch, self.pad_id, self._lookahead(), num_batches,
+                                where=self.data_dir)
+
+    def val_dataloader(self) -> PackedTextLoader | list:
+        """Packed batches of the val split in stored order; ``[]`` (no validation) when the dataset has none."""
+        if not self.has_val:
+            return []
+        self._check_budget()
+        ds = StreamingDataset(str(text_split_dir(self.data_dir, "val")), shuffle=False, drop_last=False)
+        samples = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
+        return PackedTextLoader(samples, self.tokens_per_batch, self.pad_id, self._lookahead(), where=self.data_dir)
