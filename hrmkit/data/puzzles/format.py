@@ -183,11 +183,31 @@ def read_metadata(data_dir: str | os.PathLike) -> PuzzleMetadata:
 
 
 def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
-    """The LitData directory of ``split``, checked to hold an ``index.json``."""
+    """The LitData directory of ``split``, checked to hold an ``index.json`` and intact chunk files."""
     path = Path(data_dir) / split
     if not (path / "index.json").is_file():
         raise FileNotFoundError(f"puzzle dataset split {split!r} is missing or incomplete: no {path / 'index.json'}")
+    check_chunks(path)
     return path
+
+
+def check_chunks(path: str | os.PathLike) -> None:
+    """Compare every chunk listed in a LitData ``index.json`` with the file on disk (a stat per chunk, no reads),
+    so a truncated or missing chunk fails up front with its name instead of as a decode error mid-epoch."""
+    path = Path(path)
+    index_path = path / "index.json"
+    try:
+        chunks = json.loads(index_path.read_text())["chunks"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DatasetFormatError(f"{index_path}: not a LitData index ({type(e).__name__}: {e})") from e
+    for i, chunk in enumerate(chunks):
+        file = path / str(chunk.get("filename", ""))
+        expected = chunk.get("chunk_bytes")
+        if not file.is_file():
+            raise DatasetFormatError(f"{index_path}: chunk {i} ({file.name}) is missing; rebuild the dataset")
+        if isinstance(expected, int) and file.stat().st_size != expected:
+            raise DatasetFormatError(f"{file}: chunk {i} holds {file.stat().st_size} bytes but index.json lists "
+                                     f"{expected}: the file is truncated or corrupt; rebuild the dataset")
 
 
 def iter_groups(data_dir: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:

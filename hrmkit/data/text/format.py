@@ -236,6 +236,9 @@ def text_split_dir(data_dir: str | os.PathLike, split: str) -> Path:
     path = Path(data_dir) / split
     if not (path / "index.json").is_file():
         raise FileNotFoundError(f"text dataset split {split!r} is missing or incomplete: no {path / 'index.json'}")
+    from hrmkit.data.puzzles.format import check_chunks
+
+    check_chunks(path)
     return path
 
 
