@@ -4,12 +4,20 @@
 ``hrmkit cores``, ``hrmkit demo`` and ``hrmkit data ...`` (dataset builders) are jsonargparse
 commands. Plugins are imported before anything parses,
 so short class names and Lightning's checkpoint class guard both see them.
+
+User errors (bad flags or YAML keys, unknown cores, missing datasets, invalid settings) end with one
+``hrmkit: error: ...`` paragraph and exit status 2; ``HRMKIT_DEBUG=1`` re-raises them with the full traceback.
+A SIGTERM during training exits 143 (lightning 2.6.6 would exit 0), so schedulers requeue preempted runs.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import traceback
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -51,8 +59,12 @@ def lightning_cli(args: list[str]) -> None:
     """LightningCLI over any LightningModule / LightningDataModule (subclass mode: pick them in the recipe)."""
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(args=args, save_config_kwargs={"overwrite": True},
-                 parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None)
+    parser_kwargs: dict = {"exit_on_error": False}  # parse errors raise, so main() can print them briefly
+    if _has_omegaconf():
+        parser_kwargs["parser_mode"] = "omegaconf"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        LightningCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)
 
 
 def _has_omegaconf() -> bool:
@@ -64,7 +76,26 @@ def _has_omegaconf() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hrmkit`` script: run one subcommand, turning user errors into a short message."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        _dispatch(argv)
+    except SIGTERMException:
+        print("hrmkit: stopped by SIGTERM (resume with --ckpt_path last)", file=sys.stderr)
+        sys.exit(143)
+    except Exception as err:
+        if os.environ.get("HRMKIT_DEBUG") == "1" or not _is_user_error(err):
+            raise
+        message, hint = _describe(err, argv)
+        print(f"hrmkit: error: {message}\nhint: {hint}", file=sys.stderr)
+        sys.exit(2)
+    return None
+
+
+def _dispatch(argv: list[str]) -> None:
+    """Load plugins, then hand ``argv`` to LightningCLI or to the jsonargparse commands."""
     from hrmkit.registry import load_plugins
 
     with warnings.catch_warnings():
@@ -75,18 +106,70 @@ def main(argv: list[str] | None = None) -> None:
             print(f"hrmkit: plugin {name} failed to load ({err}); everything else still works", file=sys.stderr)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         lightning_cli(argv)
-        return None
+        return
     from jsonargparse import auto_cli
 
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc}, "generate": generate_text, "export": {"hf": export_hf_command}},
-             args=argv, as_positional=False)
-    return None
+              "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
+              "export": {"hf": export_hf_command}},
+             args=argv, as_positional=False, exit_on_error=False)
+
+
+_HRMKIT_DIR = str(Path(__file__).resolve().parent)
+_NOISE = re.compile(r"^\s*(-\s*)?(Subtypes:|Given value( type)?:|Errors:|Does not validate against any of the Union|"
+                    r"Expected a <class 'NoneType'>)")
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Errors a user fixes in the command line, the recipe or the data (not bugs: those keep their traceback)."""
+    from jsonargparse import ArgumentError
+
+    from hrmkit.data.puzzles.format import DatasetFormatError
+    from hrmkit.registry import PluginError
+
+    if isinstance(err, (ArgumentError, FileNotFoundError, FileExistsError, NotADirectoryError, PluginError,
+                        DatasetFormatError)):
+        return True
+    if isinstance(err, (ValueError, KeyError)):  # only hrmkit's own checks, which name the setting to fix
+        frames = traceback.extract_tb(err.__traceback__)
+        return bool(frames) and frames[-1].filename.startswith(_HRMKIT_DIR)
+    return False
+
+
+def _describe(err: BaseException, argv: list[str]) -> tuple[str, str]:
+    """One-paragraph message and a hint line for a user error."""
+    from jsonargparse import ArgumentError
+
+    command = " ".join(argv[:2] if argv[:1] in (["data"], ["eval"], ["export"]) else argv[:1]) or "<command>"
+    if isinstance(err, ArgumentError):
+        lines = [ln.strip().removeprefix("- ") for ln in str(err).splitlines() if ln.strip() and not _NOISE.match(ln)]
+        message = " ".join(lines)
+        if re.search(r'(key "core"|\bcore\b).*(import path|class_path|not a subclass|No module|not found)', message,
+                     re.IGNORECASE | re.DOTALL):
+            message += f" (registered cores: {_core_names()}; `hrmkit cores` lists them)"
+        return _shorten(message), f"see the accepted options with `hrmkit {command} --help`"
+    text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else str(err)
+    message = f"{type(err).__name__}: {text}"
+    return _shorten(message), "rerun with HRMKIT_DEBUG=1 for the full traceback"
+
+
+def _core_names() -> str:
+    """``name (import path)`` of every registered core that loaded."""
+    from hrmkit.cores import CORES
+
+    return ", ".join(f"{e.name} ({e.target})" for e in CORES.entries() if not e.error)
+
+
+def _shorten(message: str, limit: int = 1200) -> str:
+    """Collapse whitespace and cap the length, so the message stays one paragraph."""
+    message = re.sub(r"\s+", " ", message).strip()
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _data_commands() -> dict:

@@ -33,3 +33,15 @@ class TaggedMean(Metric):
         """Per-tag means (NaN where a tag had no samples), synced across ranks like :meth:`compute`."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=True):
             return torch.where(self.count > 0, self.total / self.count.clamp_min(1), torch.nan)
+
+
+def fresh_metric_states(module: torch.nn.Module) -> None:
+    """Reset every torchmetrics state of ``module`` outside inference mode.
+
+    ``trainer.validate`` runs under ``torch.inference_mode`` and leaves metric states as inference tensors; a later
+    ``fit`` validates under ``no_grad`` and would fail to update them in place. Tasks call this in ``on_fit_start``.
+    """
+    with torch.inference_mode(False):
+        for child in module.modules():
+            if isinstance(child, Metric):
+                child.reset()

@@ -26,7 +26,7 @@ from hrmkit.optim import AdamATan2, SparseSignSGD
 from hrmkit.optim.schedules import warmup_cosine
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
-from hrmkit.tasks.metrics import TaggedMean
+from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
 
 Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -291,6 +291,7 @@ class PuzzleTask(L.LightningModule):
         self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
 
     def on_fit_start(self) -> None:
+        fresh_metric_states(self)
         pending = getattr(self, "_pending_emb_state", None)
         if pending and pending[0] is not None and self._emb_opt is not None:
             self._emb_opt.load_state_dict(pending[0])

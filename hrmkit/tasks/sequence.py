@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from hrmkit.cores.base import RecursiveCore, core_from_config
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
+from hrmkit.tasks.metrics import fresh_metric_states
 
 
 class SequenceTask(L.LightningModule):
@@ -60,6 +61,9 @@ class SequenceTask(L.LightningModule):
 
     def _loss(self, logits: list[Tensor], targets: Tensor) -> Tensor:
         return torch.stack([F.cross_entropy(lg.flatten(0, 1).float(), targets.flatten()) for lg in logits]).mean()
+
+    def on_fit_start(self) -> None:
+        fresh_metric_states(self)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, targets = batch

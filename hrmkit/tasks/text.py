@@ -36,6 +36,7 @@ from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
 from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
+from hrmkit.tasks.metrics import fresh_metric_states
 
 Objective = Literal["response", "full"]
 AttentionKind = Literal["prefixlm", "causal"]
@@ -45,7 +46,7 @@ _BATCH_KEYS = ("input_ids", "labels", "position_ids", "cu_seqlens", "prefix_lens
 
 
 class TextTask(L.LightningModule):
-    def __init__(self, core: RecursiveCore, vocab_size: int, objective: Objective = "response",
+    def __init__(self, core: RecursiveCore, vocab_size: int | None = None, objective: Objective = "response",
                  attention: AttentionKind = "prefixlm", lr: float = 2.2e-4, betas: tuple[float, float] = (0.9, 0.95),
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
                  min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None) -> None:
@@ -53,7 +54,9 @@ class TextTask(L.LightningModule):
         Args:
             core: any registered core, e.g. ``build_core("hrm", "text-XL")`` (YAML ``class_path`` + ``init_args``;
                 a ``to_config()`` dict also works, which is how checkpoints reload).
-            vocab_size: rows of the embedding table and LM head (HRM-Text: 65,536).
+            vocab_size: rows of the embedding table and LM head (HRM-Text: 65,536). None: read from the
+                datamodule's ``vocab_size`` in ``configure_model`` (the resolved value is saved in the hyper-parameters,
+                so checkpoints reload without the data).
             objective: ``response`` = −log P(x_a | x_q), the labels as the datamodule gives them; ``full`` = the
                 paper's P(x) ablation, every next token of each sample (instruction included) built here from
                 ``input_ids`` and ``cu_seqlens``. ``full`` needs ``attention="causal"``: with a bidirectional
@@ -83,21 +86,45 @@ class TextTask(L.LightningModule):
                              "for the P(x) ablation")
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"TextTask.schedule must be 'constant' or 'cosine', got {schedule!r}")
-        if vocab_size < 1:
-            raise ValueError(f"TextTask.vocab_size must be positive, got {vocab_size}")
-        if not 0 <= pad_id < vocab_size:
-            raise ValueError(f"TextTask.pad_id={pad_id} is outside the vocabulary [0, {vocab_size})")
         self.save_hyperparameters(ignore=["core"])
         self.hparams["core"] = core.to_config()
         self.core = core
         d = core.hidden_size
         self.embed_scale = math.sqrt(d) if embedding_scale is None else float(embedding_scale)
-        self.embed_tokens = nn.Embedding(vocab_size, d)
-        trunc_normal_(self.embed_tokens.weight, 1.0 / math.sqrt(d), core.init)
-        self.lm_head = Linear(d, vocab_size, core.init, std=1.0 / math.sqrt(d))
+        self.embed_tokens: nn.Embedding | None = None
+        self.lm_head: Linear | None = None
+        if vocab_size is not None:
+            self._build_io(vocab_size)
         self.val_loss = SumRatio()
         self.val_token_acc = SumRatio()
         self.val_exact_acc = SumRatio()
+
+    def _build_io(self, vocab_size: int) -> None:
+        """Embedding table and LM head, the parts sized by the vocabulary."""
+        if int(vocab_size) != vocab_size or vocab_size < 1:
+            raise ValueError(f"TextTask.vocab_size must be a positive integer, got {vocab_size}")
+        vocab_size = int(vocab_size)
+        pad_id = self.hparams.pad_id
+        if not 0 <= pad_id < vocab_size:
+            raise ValueError(f"TextTask.pad_id={pad_id} is outside the vocabulary [0, {vocab_size})")
+        d = self.core.hidden_size
+        self.embed_tokens = nn.Embedding(vocab_size, d)
+        trunc_normal_(self.embed_tokens.weight, 1.0 / math.sqrt(d), self.core.init)
+        self.lm_head = Linear(d, vocab_size, self.core.init, std=1.0 / math.sqrt(d))
+        self.hparams["vocab_size"] = vocab_size
+
+    def configure_model(self) -> None:
+        """Size the embedding and LM head from the datamodule's ``vocab_size`` when not given, or check it."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data_vocab = getattr(dm, "vocab_size", None)
+        if self.embed_tokens is None:
+            if data_vocab is None:
+                raise ValueError("TextTask was built without vocab_size and the datamodule has no vocab_size to read "
+                                 "it from; pass model.init_args.vocab_size explicitly")
+            self._build_io(data_vocab)
+        elif data_vocab is not None and int(data_vocab) > self.hparams.vocab_size:
+            raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
+                             f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -187,6 +214,9 @@ class TextTask(L.LightningModule):
         if trainer is None or trainer.world_size <= 1:
             return value
         return trainer.strategy.reduce(value, reduce_op="mean")
+
+    def on_fit_start(self) -> None:
+        fresh_metric_states(self)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         r = self._step(batch)
