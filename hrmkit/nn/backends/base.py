@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
@@ -18,7 +19,7 @@ class BackendUnavailable(RuntimeError):
     """A named backend cannot run this call; the message says which, why, and what to use instead."""
 
 
-class AttentionBackend:
+class AttentionBackend(ABC):
     """One way of running ``softmax(q k^T * scale + mask(spec)) v``.
 
     Subclasses are stateless apart from caches, so one instance per name is shared (see :func:`get_backend`).
@@ -37,8 +38,9 @@ class AttentionBackend:
         """Like :meth:`unavailable_reason`, for properties only the tensor knows (dtype, head size)."""
         return None
 
+    @abstractmethod
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, spec: AttnSpec, scale: float | None = None) -> Tensor:
-        raise NotImplementedError
+        """``q [B, Tq, H, D]``, ``k, v [B, Tk, H, D]`` → ``[B, Tq, H, D]``."""
 
 
 ATTENTION: Registry[type[AttentionBackend]] = track(
