@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from hrmkit.data.fields import field_error, get_field
+
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 SPLITS = ("train", "test")
@@ -87,20 +89,12 @@ class PuzzleMetadata:
         return self.splits[name]
 
 
-def _fail(where: str, field_name: str, msg: str) -> DatasetFormatError:
-    return DatasetFormatError(f"{where}: field {field_name!r}: {msg}")
+def _fail(where: str, name: str, msg: str) -> DatasetFormatError:
+    return field_error(DatasetFormatError, where, name, msg)
 
 
 def _get(data: Mapping[str, Any], where: str, name: str, kind: type | tuple[type, ...], prefix: str = "") -> Any:
-    label = prefix + name
-    if name not in data:
-        raise _fail(where, label, "missing")
-    value = data[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise _fail(where, label, f"expected {names}, got {type(value).__name__} {value!r}")
-    return value
+    return get_field(data, where, name, kind, prefix, DatasetFormatError)
 
 
 def _split_from_dict(data: Any, where: str, name: str) -> SplitStats:

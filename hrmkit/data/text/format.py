@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from hrmkit.data.fields import field_error, get_field
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
 
 FORMAT_VERSION = 1
@@ -109,19 +110,11 @@ class TextMetadata:
 
 
 def _fail(where: str, name: str, msg: str) -> TextFormatError:
-    return TextFormatError(f"{where}: field {name!r}: {msg}")
+    return field_error(TextFormatError, where, name, msg)
 
 
 def _get(data: Mapping[str, Any], where: str, name: str, kind: type | tuple[type, ...], prefix: str = "") -> Any:
-    label = prefix + name
-    if name not in data:
-        raise _fail(where, label, "missing")
-    value = data[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise _fail(where, label, f"expected {names}, got {type(value).__name__} {value!r}")
-    return value
+    return get_field(data, where, name, kind, prefix, TextFormatError)
 
 
 def _split_from_dict(data: Any, where: str, name: str) -> TextSplitStats:
