@@ -1,9 +1,15 @@
-"""Typed field access for the JSON metadata of hrmkit datasets: every error names the file and the field."""
+"""Shared plumbing of hrmkit's on-disk datasets (puzzle and text): typed metadata fields, reading
+``metadata.json`` and locating intact LitData splits. Every error names the file and the field or chunk."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+METADATA_FILE = "metadata.json"
 
 
 def field_error(error: type[Exception], where: str, name: str, msg: str) -> Exception:
@@ -22,3 +28,45 @@ def get_field(data: Mapping[str, Any], where: str, name: str, kind: type | tuple
         names = " or ".join(k.__name__ for k in kinds)
         raise field_error(error, where, label, f"expected {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def load_metadata_json(data_dir: str | os.PathLike, kind: str, build_hint: str,
+                       error: type[Exception] = ValueError) -> tuple[Any, Path]:
+    """The decoded ``<data_dir>/metadata.json`` and its path; a missing file says how to build the dataset."""
+    path = Path(data_dir) / METADATA_FILE
+    if not path.is_file():
+        hint = "" if Path(data_dir).is_dir() else f" ({data_dir} does not exist)"
+        raise FileNotFoundError(f"no {kind} dataset metadata at {path}{hint}; build one first, e.g. `{build_hint}`")
+    try:
+        return json.loads(path.read_text()), path
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON: {e}") from e
+
+
+def litdata_split_dir(data_dir: str | os.PathLike, split: str, kind: str,
+                      error: type[Exception] = ValueError) -> Path:
+    """The LitData directory of ``split``, checked to hold an ``index.json`` and intact chunk files."""
+    path = Path(data_dir) / split
+    if not (path / "index.json").is_file():
+        raise FileNotFoundError(f"{kind} dataset split {split!r} is missing or incomplete: no {path / 'index.json'}")
+    check_chunks(path, error)
+    return path
+
+
+def check_chunks(path: str | os.PathLike, error: type[Exception] = ValueError) -> None:
+    """Compare every chunk listed in a LitData ``index.json`` with the file on disk (a stat per chunk, no reads),
+    so a truncated or missing chunk fails up front with its name instead of as a decode error mid-epoch."""
+    path = Path(path)
+    index_path = path / "index.json"
+    try:
+        chunks = json.loads(index_path.read_text())["chunks"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise error(f"{index_path}: not a LitData index ({type(e).__name__}: {e})") from e
+    for i, chunk in enumerate(chunks):
+        file = path / str(chunk.get("filename", ""))
+        expected = chunk.get("chunk_bytes")
+        if not file.is_file():
+            raise error(f"{index_path}: chunk {i} ({file.name}) is missing; rebuild the dataset")
+        if isinstance(expected, int) and file.stat().st_size != expected:
+            raise error(f"{file}: chunk {i} holds {file.stat().st_size} bytes but index.json lists {expected}: "
+                        "the file is truncated or corrupt; rebuild the dataset")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field
+from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -164,44 +164,14 @@ def _metadata_from_dict(data: Any, where: str) -> PuzzleMetadata:
 
 def read_metadata(data_dir: str | os.PathLike) -> PuzzleMetadata:
     """Load and validate ``<data_dir>/metadata.json``."""
-    path = Path(data_dir) / METADATA_FILE
-    if not path.is_file():
-        hint = "" if Path(data_dir).is_dir() else f" ({data_dir} does not exist)"
-        raise FileNotFoundError(f"no puzzle dataset metadata at {path}{hint}; build one first, e.g. "
-                                f"`hrmkit data sudoku --out_dir {data_dir}`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{path}: not valid JSON: {e}") from e
+    data, path = load_metadata_json(data_dir, "puzzle", f"hrmkit data sudoku --out_dir {data_dir}",
+                                    DatasetFormatError)
     return PuzzleMetadata.from_dict(data, where=str(path))
 
 
 def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
     """The LitData directory of ``split``, checked to hold an ``index.json`` and intact chunk files."""
-    path = Path(data_dir) / split
-    if not (path / "index.json").is_file():
-        raise FileNotFoundError(f"puzzle dataset split {split!r} is missing or incomplete: no {path / 'index.json'}")
-    check_chunks(path)
-    return path
-
-
-def check_chunks(path: str | os.PathLike) -> None:
-    """Compare every chunk listed in a LitData ``index.json`` with the file on disk (a stat per chunk, no reads),
-    so a truncated or missing chunk fails up front with its name instead of as a decode error mid-epoch."""
-    path = Path(path)
-    index_path = path / "index.json"
-    try:
-        chunks = json.loads(index_path.read_text())["chunks"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DatasetFormatError(f"{index_path}: not a LitData index ({type(e).__name__}: {e})") from e
-    for i, chunk in enumerate(chunks):
-        file = path / str(chunk.get("filename", ""))
-        expected = chunk.get("chunk_bytes")
-        if not file.is_file():
-            raise DatasetFormatError(f"{index_path}: chunk {i} ({file.name}) is missing; rebuild the dataset")
-        if isinstance(expected, int) and file.stat().st_size != expected:
-            raise DatasetFormatError(f"{file}: chunk {i} holds {file.stat().st_size} bytes but index.json lists "
-                                     f"{expected}: the file is truncated or corrupt; rebuild the dataset")
+    return litdata_split_dir(data_dir, split, "puzzle", DatasetFormatError)
 
 
 def iter_groups(data_dir: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field
+from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
 
 FORMAT_VERSION = 1
@@ -212,27 +212,14 @@ def _metadata_from_dict(data: Any, where: str) -> TextMetadata:
 
 def read_text_metadata(data_dir: str | os.PathLike) -> TextMetadata:
     """Load and validate ``<data_dir>/metadata.json`` of a text dataset."""
-    path = Path(data_dir) / METADATA_FILE
-    if not path.is_file():
-        hint = "" if Path(data_dir).is_dir() else f" ({data_dir} does not exist)"
-        raise FileNotFoundError(f"no text dataset metadata at {path}{hint}; build one first, e.g. "
-                                f"`hrmkit data text --out_dir {data_dir} --jsonl data.jsonl`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TextFormatError(f"{path}: not valid JSON: {e}") from e
+    data, path = load_metadata_json(data_dir, "text", f"hrmkit data text --out_dir {data_dir} --jsonl data.jsonl",
+                                    TextFormatError)
     return TextMetadata.from_dict(data, where=str(path))
 
 
 def text_split_dir(data_dir: str | os.PathLike, split: str) -> Path:
-    """The LitData directory of ``split``, checked to hold an ``index.json``."""
-    path = Path(data_dir) / split
-    if not (path / "index.json").is_file():
-        raise FileNotFoundError(f"text dataset split {split!r} is missing or incomplete: no {path / 'index.json'}")
-    from hrmkit.data.puzzles.format import check_chunks
-
-    check_chunks(path)
-    return path
+    """The LitData directory of ``split``, checked to hold an ``index.json`` and intact chunk files."""
+    return litdata_split_dir(data_dir, split, "text", TextFormatError)
 
 
 def tokenizer_path(data_dir: str | os.PathLike, meta: TextMetadata) -> Path | None:
