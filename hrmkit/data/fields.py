@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,20 @@ def check_chunks(path: str | os.PathLike, error: type[Exception] = ValueError) -
         if isinstance(expected, int) and file.stat().st_size != expected:
             raise error(f"{file}: chunk {i} holds {file.stat().st_size} bytes but index.json lists {expected}: "
                         "the file is truncated or corrupt; rebuild the dataset")
+
+
+def swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename a finished build ``tmp`` to ``target``; an existing ``target`` is moved aside first and deleted only
+    once the new one is in place (restored if the rename fails), so a dataset is never half-replaced."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "data")
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old / "data", target)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

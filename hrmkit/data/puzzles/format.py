@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json
+from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -305,15 +305,4 @@ def write_puzzle_dataset(out_dir: str | os.PathLike, meta: PuzzleMetadata,
 
 def _swap_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
     check_output_dir(target, overwrite)  # it may have appeared while we were building
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "data")
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old / "data", target)
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_into_place(tmp, target)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json
+from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
 
 FORMAT_VERSION = 1
@@ -351,18 +351,7 @@ class TextDatasetWriter:
 
 def _swap_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
     check_text_output_dir(target, overwrite)  # it may have appeared while we were building
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "data")
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old / "data", target)
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_into_place(tmp, target)
 
 
 def fit_sample(inst: list[int], resp: list[int], max_len: int, min_response_tokens: int,
