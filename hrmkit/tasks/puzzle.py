@@ -24,6 +24,7 @@ from hrmkit.nn.linear import Linear
 from hrmkit.nn.puzzle_embedding import PuzzleEmbedding
 from hrmkit.optim import AdamATan2, SparseSignSGD
 from hrmkit.optim.schedules import warmup_cosine
+from hrmkit.parallel import parallelize
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
@@ -122,6 +123,11 @@ class PuzzleTask(L.LightningModule):
         self.hparams.update(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers)
 
     def configure_model(self) -> None:
+        """Size the dataset-dependent layers, then let the strategy preset shard / compile (hrmkit.parallel)."""
+        self._size_from_metadata()
+        parallelize(self)
+
+    def _size_from_metadata(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         meta = getattr(dm, "metadata", None)

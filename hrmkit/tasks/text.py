@@ -36,6 +36,7 @@ from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
 from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
+from hrmkit.parallel import parallelize
 from hrmkit.tasks.metrics import fresh_metric_states
 
 Objective = Literal["response", "full"]
@@ -114,7 +115,8 @@ class TextTask(L.LightningModule):
         self.hparams["vocab_size"] = vocab_size
 
     def configure_model(self) -> None:
-        """Size the embedding and LM head from the datamodule's ``vocab_size`` when not given, or check it."""
+        """Size the embedding and LM head from the datamodule's ``vocab_size`` when not given, or check it; then
+        let the strategy preset shard / compile the model (:func:`hrmkit.parallel.parallelize`, idempotent)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         data_vocab = getattr(dm, "vocab_size", None)
         if self.embed_tokens is None:
@@ -125,6 +127,7 @@ class TextTask(L.LightningModule):
         elif data_vocab is not None and int(data_vocab) > self.hparams.vocab_size:
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
+        parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -225,7 +228,8 @@ class TextTask(L.LightningModule):
         loss = r["ce_sum"] / denom
         with torch.no_grad():
             n = r["count"].clamp_min(1)
-            self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+            # mean over ranks of Σ CE_r / mean count = the global token mean, whatever the world size
+            self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
             self.log_dict({"train/token_acc": r["correct"].float() / n,
                            "train/exact_acc": r["exact"].float() / r["samples"].clamp_min(1),
                            "train/tokens": r["count"].float()}, on_step=True, on_epoch=False)

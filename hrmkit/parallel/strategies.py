@@ -1,0 +1,118 @@
+"""Strategy presets: Lightning's own DDP and ModelParallel (FSDP2) strategies carrying a :class:`ParallelPlan`.
+
+Selectable from a recipe by registered name (``strategy: hrmkit_fsdp2``) or by ``class_path`` with options::
+
+    strategy:
+      class_path: hrmkit.parallel.FSDP2
+      init_args: {param_dtype: bfloat16, reduce_dtype: float32, compile: true}
+
+Nothing distributed is implemented here: the strategies are Lightning's; they only add the plan that
+:func:`hrmkit.parallel.apply.parallelize` applies inside the task's ``configure_model``.
+
+Gradient semantics (both presets): DDP and FSDP2 average gradients over ranks, and the tasks normalise their
+losses so that the average is the global-batch quantity (PuzzleTask: Σ over the local batch / local batch size;
+TextTask: Σ CE / mean over ranks of the local supervised-token count). The update is then the same as one process
+on the whole global batch, whatever the world size. (The reference sums instead, ×world size; AdamATan2 is
+invariant to that scale.)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, StrategyRegistry
+
+from hrmkit.parallel.plan import ParallelPlan, parse_dtype
+from hrmkit.parallel.sharded_ema import load_sharded_ema, pop_sharded_ema, save_sharded_ema
+
+
+class DDP(DDPStrategy):
+    """Lightning DDP for the symbolic tasks (small models, bf16-mixed), optionally with a compiled core.
+
+    Args:
+        compile: ``torch.compile`` the core (before DDP wraps it).
+        compile_kwargs: extra ``torch.compile`` arguments.
+        broadcast_buffers: off by default: the sparse puzzle-embedding table is a buffer that every rank already
+            updates identically (all-gathered gradients); broadcasting it each step would move gigabytes for ARC.
+        find_unused_parameters: DDP's option (not needed by the shipped tasks).
+        process_group_backend: ``nccl`` on GPUs, ``gloo`` on CPUs (None: Lightning picks).
+        timeout: collective timeout.
+    """
+
+    def __init__(self, compile: bool = False, compile_kwargs: dict[str, Any] | None = None,
+                 broadcast_buffers: bool = False, find_unused_parameters: bool = False,
+                 process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout,
+                 **kwargs: Any) -> None:
+        super().__init__(process_group_backend=process_group_backend, timeout=timeout,
+                         broadcast_buffers=broadcast_buffers, find_unused_parameters=find_unused_parameters, **kwargs)
+        self.plan = ParallelPlan(compile=compile, compile_kwargs=dict(compile_kwargs or {}))
+
+
+class FSDP2(ModelParallelStrategy):
+    """FSDP2 (``fully_shard``) data parallelism over every process, for the text LM; sharded DCP checkpoints.
+
+    Args:
+        param_dtype: dtype the gathered parameters compute in (HRM-Text: ``bfloat16``); masters and optimizer
+            state stay fp32. None keeps fp32.
+        reduce_dtype: dtype of the gradient reduce-scatter (HRM-Text: ``float32``).
+        reshard_after_forward: see :class:`~hrmkit.parallel.plan.ParallelPlan` (False for recursive cores).
+        compile: ``torch.compile`` each Transformer block after sharding.
+        compile_kwargs: extra ``torch.compile`` arguments.
+        save_distributed_checkpoint: True: one shard per rank (DCP directory), resumable on the same world size;
+            False: gather a single file on rank 0.
+        process_group_backend: ``nccl`` on GPUs, ``gloo`` on CPUs (None: Lightning picks).
+        timeout: collective timeout.
+    """
+
+    def __init__(self, param_dtype: str | None = "bfloat16", reduce_dtype: str | None = "float32",
+                 reshard_after_forward: bool = False, compile: bool = False,
+                 compile_kwargs: dict[str, Any] | None = None, save_distributed_checkpoint: bool = True,
+                 process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout) -> None:
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
+                         save_distributed_checkpoint=save_distributed_checkpoint,
+                         process_group_backend=process_group_backend, timeout=timeout)
+        self.plan = ParallelPlan(shard=True, param_dtype=parse_dtype(param_dtype, "FSDP2.param_dtype"),
+                                 reduce_dtype=parse_dtype(reduce_dtype, "FSDP2.reduce_dtype"),
+                                 reshard_after_forward=reshard_after_forward, compile=compile,
+                                 compile_kwargs=dict(compile_kwargs or {}))
+
+    def setup_environment(self) -> None:
+        # Pure data parallelism: one mesh dimension over every process of every node (ModelParallelStrategy's
+        # "auto" would put the processes of a node on the tensor-parallel dimension).
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """Lightning's DCP save, plus the EMA callback's second parameter set sharded alongside."""
+        other = pop_sharded_ema(checkpoint, self._save_distributed_checkpoint)
+        super().save_checkpoint(checkpoint, filepath, storage_options)
+        if other is not None:
+            save_sharded_ema(other, Path(self.broadcast(filepath)))
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's DCP load (model and optimizers in place), plus the sharded EMA set."""
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        path = Path(self.broadcast(checkpoint_path))
+        if path.is_dir():
+            load_sharded_ema(checkpoint, path, self.lightning_module)
+        return checkpoint
+
+
+PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
+    "hrmkit_ddp": (DDP, {}, "DDP, buffers not broadcast (symbolic tasks)"),
+    "hrmkit_ddp_compiled": (DDP, {"compile": True}, "DDP with a torch.compile'd core"),
+    "hrmkit_fsdp2": (FSDP2, {}, "FSDP2 per block + children, bf16 params, fp32 reduce, DCP checkpoints"),
+    "hrmkit_fsdp2_compiled": (FSDP2, {"compile": True}, "hrmkit_fsdp2 with torch.compile per block"),
+    "hrmkit_fsdp2_fp32": (FSDP2, {"param_dtype": None}, "FSDP2 in fp32 (CPU tests, debugging)"),
+}
+
+
+def register_presets() -> None:
+    """Make the presets selectable by name (``Trainer(strategy="hrmkit_fsdp2")``, ``strategy: hrmkit_fsdp2``)."""
+    for name, (cls, kwargs, description) in PRESETS.items():
+        if name not in StrategyRegistry:
+            StrategyRegistry.register(name, cls, description=description, **kwargs)
