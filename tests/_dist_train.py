@@ -114,6 +114,10 @@ def make_strategy(name: str) -> Any:
         return DDP(process_group_backend="gloo")
     if name == "fsdp2":
         return FSDP2(param_dtype=None, process_group_backend="gloo")
+    if name == "ddp_compiled":  # the whole core compiled before DDP wraps the task
+        return DDP(process_group_backend="gloo", compile=True, compile_kwargs={"backend": "eager"})
+    if name == "fsdp2_compiled":  # per-block torch.compile after sharding ("eager" backend: no codegen, fast)
+        return FSDP2(param_dtype=None, process_group_backend="gloo", compile=True, compile_kwargs={"backend": "eager"})
     raise ValueError(f"unknown strategy {name!r}")
 
 
@@ -139,7 +143,7 @@ def run(task: str, strategy: str, devices: int, out: Path, steps: int, epochs: i
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=("puzzle", "text"), required=True)
-    p.add_argument("--strategy", choices=("single", "ddp", "fsdp2"), required=True)
+    p.add_argument("--strategy", choices=("single", "ddp", "ddp_compiled", "fsdp2", "fsdp2_compiled"), required=True)
     p.add_argument("--devices", type=int, default=WORLD)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", type=Path, required=True)

@@ -47,8 +47,14 @@ def reference(tmp_path_factory):
     return {task: straight(task) for task in ("puzzle", "text")}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-@pytest.mark.parametrize("task", ["puzzle", "text"])
+FSDP2_COMPILE_GAP = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "torch.compile under FSDP2 drifts ~1e-3 from the second step on gloo CPU processes (docs/scaling.md); "
+    "strict, so the day it becomes exact this test says so"))
+
+
+@pytest.mark.parametrize(("task", "strategy"), [
+    ("puzzle", "ddp"), ("puzzle", "fsdp2"), ("text", "ddp"), ("text", "fsdp2"), ("text", "ddp_compiled"),
+    pytest.param("text", "fsdp2_compiled", marks=FSDP2_COMPILE_GAP)])
 def test_two_processes_match_one_and_resume(task, strategy, reference, tmp_path):
     _two_process(task, strategy, tmp_path, ema=True)
     ref_losses, ref_ema = reference[task]
@@ -60,7 +66,7 @@ def test_two_processes_match_one_and_resume(task, strategy, reference, tmp_path)
     assert ref_losses[STEPS - 1] != pytest.approx(ref_losses[0], rel=1e-3)  # training moved: the check has teeth
 
     ckpt = tmp_path / "ckpt-first" / f"epoch=0-step={STEPS}.ckpt"
-    if strategy == "fsdp2":  # a DCP directory: one shard per rank, rank-0 metadata, and the EMA's own shards
+    if strategy.startswith("fsdp2"):  # a DCP directory: one shard per rank, rank-0 metadata, and the EMA's own shards
         assert ckpt.is_dir()
         assert {p.name for p in ckpt.glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
         assert (ckpt / "meta.pt").is_file() and (ckpt / "ema" / ".metadata").is_file()

@@ -94,7 +94,8 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, spec: AttnSpec) -> None:
         _check_packed(spec, batch, q_len)
     elif spec.prefix_lens is not None and spec.prefix_lens.numel() != batch:
         raise ValueError(f"prefix_lens has {spec.prefix_lens.numel()} entries for a batch of {batch} sequences")
-    if spec.prefix_lens is not None and spec.prefix_lens.device.type == "cpu" and bool((spec.prefix_lens < 0).any()):
+    if (spec.prefix_lens is not None and spec.prefix_lens.device.type == "cpu" and not torch.compiler.is_compiling()
+            and bool((spec.prefix_lens < 0).any())):
         raise ValueError(f"prefix_lens must be >= 0, got {spec.prefix_lens.tolist()}")
 
 
@@ -108,7 +109,8 @@ def _check_packed(spec: AttnSpec, batch: int, seq_len: int) -> None:
     n_docs = cu.numel() - 1
     if spec.prefix_lens is not None and spec.prefix_lens.numel() != n_docs:
         raise ValueError(f"prefix_lens has {spec.prefix_lens.numel()} entries for {n_docs} packed documents")
-    if cu.device.type == "cpu":  # free to check here; on a GPU it would cost a sync per call
+    # free to check here; on a GPU it would cost a sync per call, in a compiled graph a graph break
+    if cu.device.type == "cpu" and not torch.compiler.is_compiling():
         bounds = cu.tolist()
         if bounds[0] != 0 or bounds[-1] != seq_len or any(b < a for a, b in zip(bounds, bounds[1:])):
             raise ValueError(f"cu_seqlens must rise from 0 to the sequence length {seq_len}, got {bounds}")
