@@ -41,7 +41,7 @@ def test_paper_hyper_parameters_are_in_the_recipes():
         model, trainer = cfg["model"]["init_args"], cfg["trainer"]
         assert float(model["lr"]) == lr and model["betas"] == [0.9, 0.95] and model["weight_decay"] == 0.1
         assert model["warmup_steps"] == 2000 and model["schedule"] == "constant" and trainer["max_epochs"] == 4
-        assert cfg["data"]["init_args"]["tokens_per_batch"] * trainer["devices"] == tokens
+        assert cfg["data"]["init_args"]["tokens_per_batch"] * trainer["devices"] * trainer["num_nodes"] == tokens
         callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in trainer["callbacks"]}
         assert callbacks["EMA"]["decay"] == 0.9999 and callbacks["DeepCreditWarmup"]["warmup_ratio"] == 0.2
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in sft["trainer"]["callbacks"]}

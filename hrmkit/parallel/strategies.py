@@ -86,6 +86,24 @@ class FSDP2(ModelParallelStrategy):
         self._tensor_parallel_size = 1
         super().setup_environment()
 
+    # Evaluation forwards have no backward to reshard after them, and reshard_after_forward=False would leave the
+    # parameters gathered (plain tensors) until the next training step; callbacks that read or swap parameters at the
+    # end of evaluation (EMA) must see the same sharded DTensors they saw at its start.
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().validation_step(*args, **kwargs)
+        reshard(self.model)
+        return out
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().test_step(*args, **kwargs)
+        reshard(self.model)
+        return out
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().predict_step(*args, **kwargs)
+        reshard(self.model)
+        return out
+
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         """Lightning's DCP save, plus the EMA callback's second parameter set sharded alongside."""
         other = pop_sharded_ema(checkpoint, self._save_distributed_checkpoint)
@@ -100,6 +118,15 @@ class FSDP2(ModelParallelStrategy):
         if path.is_dir():
             load_sharded_ema(checkpoint, path, self.lightning_module)
         return checkpoint
+
+
+def reshard(model: Any) -> None:
+    """Free the gathered parameters of every FSDP2 unit (back to their DTensor shards)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
