@@ -97,6 +97,14 @@ class GlobalLoss(Callback):
             self.path.write_text(json.dumps(self.losses))
 
 
+class Horizon(Callback):
+    """Text runs: epoch 0 at bp_steps=2 (the deep-credit warmup's start, where the embedding gets no gradient),
+    later epochs at 5, so both regimes are compared across strategies."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.core.bp_steps = 2 if trainer.current_epoch == 0 else 5
+
+
 def make_task(task: str) -> L.LightningModule:
     torch.manual_seed(0)
     if task == "puzzle":
@@ -110,12 +118,13 @@ def make_task(task: str) -> L.LightningModule:
 def make_strategy(name: str) -> Any:
     if name == "single":
         return "auto"
-    if name == "ddp":
-        return DDP(process_group_backend="gloo")
+    if name == "ddp":  # bp_steps=2 leaves the text embedding without gradient: DDP must be told
+        return DDP(process_group_backend="gloo", find_unused_parameters=True)
     if name == "fsdp2":
         return FSDP2(param_dtype=None, process_group_backend="gloo")
     if name == "ddp_compiled":  # the whole core compiled before DDP wraps the task
-        return DDP(process_group_backend="gloo", compile=True, compile_kwargs={"backend": "eager"})
+        return DDP(process_group_backend="gloo", find_unused_parameters=True, compile=True,
+                   compile_kwargs={"backend": "eager"})
     if name == "fsdp2_compiled":  # per-block torch.compile after sharding ("eager" backend: no codegen, fast)
         return FSDP2(param_dtype=None, process_group_backend="gloo", compile=True, compile_kwargs={"backend": "eager"})
     raise ValueError(f"unknown strategy {name!r}")
@@ -129,7 +138,8 @@ def run(task: str, strategy: str, devices: int, out: Path, steps: int, epochs: i
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
                         callbacks=[recorder, ModelCheckpoint(dirpath=out / f"ckpt-{tag}", save_top_k=-1,
-                                                             every_n_epochs=1)] + ([EMA(decay=0.9)] if ema else []))
+                                                             every_n_epochs=1), Horizon()]
+                        + ([EMA(decay=0.9)] if ema else []))
     model = make_task(task)
     trainer.fit(model, datamodule=EpochBatches(task, steps), ckpt_path=ckpt_path)
     if ema:  # the final EMA values as full tensors (gathering shards is collective: every rank takes part)

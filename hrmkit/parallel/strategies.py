@@ -27,6 +27,7 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Str
 
 from hrmkit.parallel.plan import ParallelPlan, parse_dtype
 from hrmkit.parallel.sharded_ema import load_sharded_ema, pop_sharded_ema, save_sharded_ema
+from hrmkit.parallel.sharded_load import is_sharded_checkpoint, load_sharded
 
 
 class DDP(DDPStrategy):
@@ -86,6 +87,13 @@ class FSDP2(ModelParallelStrategy):
         self._tensor_parallel_size = 1
         super().setup_environment()
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
+        # A unit that got no gradient this step (the text embedding while bp_steps=2) has no post-backward hook to
+        # reshard it, so it would stay gathered into the next callbacks (EMA) and steps: reshard every unit here.
+        out = super().optimizer_step(*args, **kwargs)
+        reshard(self.model)
+        return out
+
     # Evaluation forwards have no backward to reshard after them, and reshard_after_forward=False would leave the
     # parameters gathered (plain tensors) until the next training step; callbacks that read or swap parameters at the
     # end of evaluation (EMA) must see the same sharded DTensors they saw at its start.
@@ -112,11 +120,14 @@ class FSDP2(ModelParallelStrategy):
             save_sharded_ema(other, Path(self.broadcast(filepath)))
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
-        """Lightning's DCP load (model and optimizers in place), plus the sharded EMA set."""
-        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        """DCP load of the model and optimizers in place (parameters saved without optimizer state keep none), plus
+        the sharded EMA set; single-file checkpoints go through Lightning's loader."""
         path = Path(self.broadcast(checkpoint_path))
-        if path.is_dir():
-            load_sharded_ema(checkpoint, path, self.lightning_module)
+        if not is_sharded_checkpoint(path):
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        checkpoint = load_sharded(path, self.model, list(self.optimizers), strict=self.lightning_module.strict_loading,
+                                  weights_only=weights_only)
+        load_sharded_ema(checkpoint, path, self.lightning_module)
         return checkpoint
 
 
