@@ -22,8 +22,8 @@ from flops import core_flops_per_token, memory_budget  # noqa: E402
 
 from hrmkit.cores import build_core  # noqa: E402
 
-# size: (GPUs, tokens per GPU) of the recipes (text-hrm-B: 8 GPUs assumed)
-RECIPES = {"B": (8, 16_384), "L": (8, 21_504), "XL": (16, 12_288)}
+# size: (GPUs, tokens per GPU) of the recipes
+RECIPES = {"B": (8, 24_576), "L": (8, 21_504), "XL": (16, 12_288)}
 VOCAB = 65_536
 GIB = 2**30
 
