@@ -44,8 +44,7 @@ def parallelize(task: nn.Module) -> None:
     """Apply the attached trainer's strategy plan to ``task`` once (``configure_model`` runs for every stage)."""
     if getattr(task, _DONE, False):
         return
-    trainer = getattr(task, "_trainer", None)
-    plan = plan_for(trainer.strategy) if trainer is not None else None
+    plan = plan_for(getattr(getattr(task, "_trainer", None), "strategy", None))
     if plan is None:
         return
     if plan.shard:
