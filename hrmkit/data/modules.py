@@ -475,7 +475,7 @@ class PuzzleDataModule(L.LightningDataModule):
             split_dir(self.data_dir, split)
 
     def _world_size(self) -> int:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         return int(trainer.world_size) if trainer is not None else 1
 
     def train_dataloader(self) -> StreamingDataLoader | PuzzleBatchLoader:
