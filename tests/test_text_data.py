@@ -583,7 +583,6 @@ def test_trainer_checkpoint_resumes_multipack(dataset, tmp_path):
 
 
 def test_lengths_file_is_checked_and_optional(dataset, tmp_path):
-
     path, meta = dataset
     copy = tmp_path / "ds"
     shutil.copytree(path, copy)
