@@ -251,8 +251,8 @@ def check_targets_and_aux_losses(case: CoreCase) -> None:
     if core.uses_targets:
         total = with_targets.float().sum() + sum(aux.values(), torch.zeros(()))
         (grad,) = torch.autograd.grad(total, targets, allow_unused=True)
-        assert grad is not None and grad.abs().sum() > 0, \
-            f"core {case} declares uses_targets but its output and aux losses do not depend on the targets"
+        assert grad is not None, \
+            f"core {case} declares uses_targets but its output and aux losses never read the targets"
     else:
         _close(with_targets, without, "a core that does not declare uses_targets changed with targets", case)
 
