@@ -27,7 +27,8 @@ from hrmkit.optim.schedules import warmup_cosine
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
-from hrmkit.tasks.voting import VOTE_RULES, VoteRule, vote
+from hrmkit.tasks.voting import VOTE_RULES, VoteRule
+from hrmkit.tasks.voting import vote as vote_samples
 
 Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -354,8 +355,8 @@ class PuzzleTask(L.LightningModule):
         samples = None
         if hp.num_samples > 1:
             samples, q_all = pred.view(hp.num_samples, *labels.shape), q_halt.view(hp.num_samples, -1)
-            pred = vote(samples, q_all, hp.vote)
-            halted_pred = vote(halted_pred.view_as(samples), q_all, hp.vote)
+            pred = vote_samples(samples, q_all, hp.vote)
+            halted_pred = vote_samples(halted_pred.view_as(samples), q_all, hp.vote)
             halted_at, q_halt = halted_at.view_as(q_all).float().mean(0), q_all.mean(0)
         mask = labels != IGNORE
         counts = mask.sum(-1)
