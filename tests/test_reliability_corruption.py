@@ -179,3 +179,14 @@ def test_wrong_vocab_size_in_metadata_is_a_clear_error_and_checkpoints_survive(t
     assert exit_info.value.code == 2
     assert "field 'vocab_size' is 9" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.ckpt")} == before
+
+
+def test_torn_hf_weights_and_config_are_input_errors(tmp_path):
+    from hrmkit.interop.hf_hrm_text import _read_config, _read_tensors
+
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    with pytest.raises(HrmkitInputError, match="model.safetensors: not a readable safetensors file"):
+        _read_tensors(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(HrmkitInputError, match="config.json: expected a JSON object"):
+        _read_config(tmp_path)
