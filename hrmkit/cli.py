@@ -63,6 +63,7 @@ def lightning_cli(args: list[str]) -> None:
     parser_kwargs: dict = {"exit_on_error": False}  # parse errors raise, so main() can print them briefly
     if _has_omegaconf():
         parser_kwargs["parser_mode"] = "omegaconf"
+
     class HrmkitCLI(LightningCLI):
         def before_fit(self) -> None:
             """Crash-safe fit: atomic checkpoints, RNG states, a checkpoint on SIGTERM/SIGUSR1/crash, and

@@ -211,7 +211,7 @@ class PuzzleTask(L.LightningModule):
             if hp.halting != "none" and hp.halt_max_steps > 1:
                 wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
                 min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
-                                                  labels.device, self._exploration_rng(labels.device))
+                                                  torch.device("cpu"), self._exploration_rng()).to(labels.device)
                 halted = (is_last | wants_halt) & (steps >= min_steps)
             target_q_cont = None
             if hp.halting == "hrm" and hp.halt_max_steps > 1:
@@ -283,16 +283,12 @@ class PuzzleTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
         return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def _exploration_rng(self, device: torch.device) -> torch.Generator:
-        """The task's own generator for ACT exploration, seeded once from the global one: unlike the global
+    def _exploration_rng(self) -> torch.Generator:
+        """The task's own (CPU) generator for ACT exploration, seeded once from the global one: unlike the global
         generator it is not advanced by dataloader iterators, so a resumed run redraws exactly the same numbers."""
-        if self._act_rng is None or self._act_rng.device != device:
-            state = self._act_rng.get_state() if self._act_rng is not None else None
-            self._act_rng = torch.Generator(device)
-            if state is None:
-                self._act_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-            else:
-                self._act_rng.set_state(state)
+        if self._act_rng is None:
+            self._act_rng = torch.Generator()
+            self._act_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         return self._act_rng
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
