@@ -70,6 +70,25 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    _remove_stale_temps(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>`` files left by writers that were killed mid-write (their process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
 
 
 def check_checkpoint(path: str | os.PathLike) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -190,3 +191,15 @@ def test_torn_hf_weights_and_config_are_input_errors(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(HrmkitInputError, match="config.json: expected a JSON object"):
         _read_config(tmp_path)
+
+
+def test_a_killed_writers_temp_file_is_cleaned_up_by_the_next_save(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f".last.ckpt.tmp-{gone.pid}"  # its writer was killed mid-write
+    busy = tmp_path / f".last.ckpt.tmp-{os.getppid()}"  # another writer, still alive
+    stale.write_bytes(b"PK partial")
+    busy.write_bytes(b"PK partial")
+    atomic_torch_save({"global_step": 1}, tmp_path / "last.ckpt")
+    assert not stale.exists() and busy.exists()
+    assert load_checkpoint_file(tmp_path / "last.ckpt")["global_step"] == 1

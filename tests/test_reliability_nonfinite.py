@@ -109,3 +109,24 @@ def test_bad_settings_are_rejected():
         NonFiniteGuard(policy="ignore")
     with pytest.raises(ValueError, match="max_consecutive"):
         NonFiniteGuard(max_consecutive=0)
+
+
+@pytest.mark.parametrize("case", ["no-response-tokens", "all-padding"])
+def test_degenerate_text_batches_give_a_finite_zero_loss(case):
+    """A packed batch with nothing to supervise (1-token responses whose only label is masked, or a row that is all
+    padding) trains without NaN: loss 0, ``train/tokens`` 0 in the logs."""
+    from hrmkit.cores import build_core
+    from hrmkit.tasks import TextTask
+
+    task = TextTask(build_core("hrm", "text-tiny"), vocab_size=64, warmup_steps=1)
+    t = 16
+    ids = torch.randint(1, 64, (1, t)) if case == "no-response-tokens" else torch.zeros(1, t, dtype=torch.long)
+    batch = {"input_ids": ids, "labels": torch.full((1, t), -100), "position_ids": torch.arange(t)[None] % 8,
+             "cu_seqlens": torch.tensor([0, 8, 16], dtype=torch.int32), "prefix_lens": torch.tensor([7, 7]),
+             "num_samples": 2 if case == "no-response-tokens" else 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        loss = task.training_step(batch, 0)
+    loss.backward()
+    assert loss.item() == 0.0 and task._step(batch)["count"].item() == 0  # what train/tokens logs
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.parameters())

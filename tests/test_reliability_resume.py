@@ -127,3 +127,26 @@ def test_preemption_signal_exits_143_with_a_loadable_checkpoint(signum, datasets
     saved = load_checkpoint_file(run / "checkpoints/last.ckpt")
     assert saved["global_step"] == 3  # the signalled step finished, the loop stopped at the next batch
     assert "act_carry" in saved and saved["state_dict"]
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random as pyrandom
+
+    import numpy as np
+
+    from hrmkit.callbacks import RNGState
+    from hrmkit.checkpointing import atomic_torch_save
+
+    torch.manual_seed(1)
+    np.random.seed(2)
+    pyrandom.seed(3)
+    atomic_torch_save({"rng": RNGState().state_dict()}, tmp_path / "rng.ckpt")
+    expected = torch.rand(3), np.random.rand(3), pyrandom.random()
+    torch.manual_seed(9)
+    np.random.seed(9)
+    pyrandom.seed(9)
+    restored = RNGState()
+    restored.load_state_dict(load_checkpoint_file(tmp_path / "rng.ckpt")["rng"])
+    restored.on_train_batch_start(None, None, None, 0)  # type: ignore[arg-type]
+    got = torch.rand(3), np.random.rand(3), pyrandom.random()
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
