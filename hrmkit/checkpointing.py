@@ -197,6 +197,13 @@ def checkpoint_locations(trainer: pl.Trainer) -> list[Path]:
     return locations
 
 
+def install_checkpoint_io(trainer: pl.Trainer) -> None:
+    """Use :class:`AtomicCheckpointIO` where the strategy has Lightning's plain ``TorchCheckpointIO`` (a custom
+    plugin chosen in the recipe is left alone)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
 def prepare_fit(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
     """Make a ``fit`` crash-safe and return the checkpoint to resume from.
 
@@ -208,9 +215,7 @@ def prepare_fit(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
     """
     from hrmkit.callbacks.rng_state import RNGState
 
-    strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = AtomicCheckpointIO()
+    install_checkpoint_io(trainer)
     if not any(isinstance(cb, RNGState) for cb in trainer.callbacks):
         trainer.callbacks.append(RNGState())
     for cb in trainer.checkpoint_callbacks:

@@ -73,6 +73,24 @@ def lightning_cli(args: list[str]) -> None:
             config = self.config_init[self.subcommand]
             config["ckpt_path"] = prepare_fit(self.trainer, config.get("ckpt_path"))
 
+        def _checked_loads(self) -> None:
+            """validate/test/predict --ckpt_path: torn files and pickled code are refused with a clear error."""
+            from hrmkit.checkpointing import install_checkpoint_io
+
+            install_checkpoint_io(self.trainer)
+
+        before_validate = before_test = before_predict = _checked_loads
+
+        def _parse_ckpt_path(self) -> None:
+            """LightningCLI reads an explicit --ckpt_path's hyper-parameters before any hook: check the file first."""
+            from hrmkit.checkpointing import check_checkpoint
+
+            sub = self.config.get("subcommand")
+            path = self.config[sub].get("ckpt_path") if sub else None
+            if path and Path(path).is_file():
+                check_checkpoint(path)
+            super()._parse_ckpt_path()
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         HrmkitCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)

@@ -203,3 +203,16 @@ def test_a_killed_writers_temp_file_is_cleaned_up_by_the_next_save(tmp_path):
     atomic_torch_save({"global_step": 1}, tmp_path / "last.ckpt")
     assert not stale.exists() and busy.exists()
     assert load_checkpoint_file(tmp_path / "last.ckpt")["global_step"] == 1
+
+
+def test_validate_with_a_torn_checkpoint_is_a_clear_error(trained, tmp_path, monkeypatch, capsys):
+    data, original = trained
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes((original / "checkpoints/step1.ckpt").read_bytes()[:1000])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["validate", "-c", str(ROOT / "recipes/tiny/sudoku-hrm.yaml"), "--data.init_args.data_dir", str(data),
+              "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(torn)])
+    assert exit_info.value.code == 2
+    assert "torn.ckpt: checkpoint is truncated or corrupt" in capsys.readouterr().err
