@@ -85,14 +85,45 @@ def assert_equal(a: Any, b: Any, where: str) -> None:
         assert a == b, (where, a, b)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(datasets, tmp_path_factory):
+    """``reference(kind)``: the last checkpoint of an uninterrupted run, started on first request in the background
+    (so it runs alongside a killed chain) and awaited by ``reference(kind, wait=True)``."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    procs: dict[str, subprocess.Popen] = {}
+
+    def reference(kind: str, wait: bool = False) -> Path | None:
+        if kind not in procs:
+            procs[kind] = start(fit_command(kind, datasets[kind], root / kind), root)
+        if not wait:
+            return None
+        if procs[kind].returncode is None:
+            finish(procs[kind], 0)
+        return root / kind / "checkpoints/last.ckpt"
+
+    yield reference
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_resumed_exactly(reference: dict[str, Any], resumed: dict[str, Any]) -> None:
+    assert reference["global_step"] == resumed["global_step"] == MAX_STEPS
+    for key in RESUMED_STATE:
+        assert (key in reference) == (key in resumed), key
+        if key in reference:
+            assert_equal(reference[key], resumed[key], key)
+
+
 RESUMED_STATE = ("state_dict", "optimizer_states", "lr_schedulers", "puzzle_emb_optimizer", "puzzle_emb_scheduler",
                  "act_carry", "act_rng", "ema")
 
 
 @pytest.mark.parametrize("kind", ["puzzle", "text"])
-def test_sigkilled_runs_resume_to_the_same_weights(kind, datasets, tmp_path):
+def test_sigkilled_runs_resume_to_the_same_weights(kind, datasets, uninterrupted, tmp_path):
     steps = sorted(random.Random(f"kill-{kind}").sample(range(1, MAX_STEPS - 1), KILLS))
-    full = start(fit_command(kind, datasets[kind], tmp_path / "full"), tmp_path)  # runs alongside the killed one
+    uninterrupted(kind)
     run = tmp_path / "killed"
     for i, step in enumerate(steps):
         cmd = fit_command(kind, datasets[kind], run, kill_step=step)
@@ -100,15 +131,9 @@ def test_sigkilled_runs_resume_to_the_same_weights(kind, datasets, tmp_path):
         saved = load_checkpoint_file(run / "checkpoints/last.ckpt")
         assert saved["global_step"] == step, f"killed during step {step} but last.ckpt is at {saved['global_step']}"
     finish(start(fit_command(kind, datasets[kind], run) + ["--ckpt_path", "last"], tmp_path), 0)
-    finish(full, 0)
 
-    reference = load_checkpoint_file(tmp_path / "full/checkpoints/last.ckpt")
-    resumed = load_checkpoint_file(run / "checkpoints/last.ckpt")
-    assert reference["global_step"] == resumed["global_step"] == MAX_STEPS
-    for key in RESUMED_STATE:
-        assert (key in reference) == (key in resumed), key
-        if key in reference:
-            assert_equal(reference[key], resumed[key], key)
+    reference = load_checkpoint_file(uninterrupted(kind, wait=True))
+    assert_resumed_exactly(reference, load_checkpoint_file(run / "checkpoints/last.ckpt"))
     if kind == "puzzle":
         assert "act_carry" in reference and "act_rng" in reference
     else:
@@ -118,7 +143,7 @@ def test_sigkilled_runs_resume_to_the_same_weights(kind, datasets, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_preemption_signal_exits_143_with_a_loadable_checkpoint(signum, datasets, tmp_path):
+def test_preemption_signal_exits_143_with_a_loadable_checkpoint(signum, datasets, uninterrupted, tmp_path):
     run = tmp_path / "run"
     # checkpoints every 100 steps: only the on-exception save can leave a file behind
     cmd = fit_command("puzzle", datasets["puzzle"], run, kill_step=2, signum=signum, every_n_steps=100)
@@ -127,6 +152,11 @@ def test_preemption_signal_exits_143_with_a_loadable_checkpoint(signum, datasets
     saved = load_checkpoint_file(run / "checkpoints/last.ckpt")
     assert saved["global_step"] == 3  # the signalled step finished, the loop stopped at the next batch
     assert "act_carry" in saved and saved["state_dict"]
+    if signum == signal.SIGTERM:  # the same command resumes from it, exactly
+        resume = fit_command("puzzle", datasets["puzzle"], run, every_n_steps=100) + ["--ckpt_path", "last"]
+        finish(start(resume, tmp_path), 0)
+        reference = load_checkpoint_file(uninterrupted("puzzle", wait=True))
+        assert_resumed_exactly(reference, load_checkpoint_file(run / "checkpoints/last.ckpt"))
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
