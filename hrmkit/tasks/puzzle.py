@@ -114,6 +114,7 @@ class PuzzleTask(L.LightningModule):
         self.eval_segments = eval_segments or halt_max_steps
         self.loss_dtype = _LOSS_DTYPES[loss_dtype]
         self.carry: ACTCarry | None = None
+        self._act_rng: torch.Generator | None = None  # exploration draws; saved in checkpoints for exact resume
         self.last_act: dict[str, Tensor | None] = {}  # the last training step's halting decisions (ACT statistics)
         self._emb_opt: SparseSignSGD | None = None
         self._emb_sched: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -234,7 +235,7 @@ class PuzzleTask(L.LightningModule):
             if hp.halting != "none" and hp.halt_max_steps > 1:
                 wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
                 min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
-                                                  labels.device)
+                                                  torch.device("cpu"), self._exploration_rng()).to(labels.device)
                 halted = (is_last | wants_halt) & (steps >= min_steps)
             target_q_cont = None
             if hp.halting == "hrm" and hp.halt_max_steps > 1:
@@ -311,13 +312,30 @@ class PuzzleTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
         return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def _exploration_rng(self) -> torch.Generator:
+        """The task's own (CPU) generator for ACT exploration, seeded once from the global one: unlike the global
+        generator it is not advanced by dataloader iterators, so a resumed run redraws exactly the same numbers."""
+        if self._act_rng is None:
+            self._act_rng = torch.Generator()
+            self._act_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        return self._act_rng
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._emb_opt is not None:
             checkpoint["puzzle_emb_optimizer"] = self._emb_opt.state_dict()
             checkpoint["puzzle_emb_scheduler"] = self._emb_sched.state_dict()
+        if self.carry is not None:
+            checkpoint["act_carry"] = self.carry.state_dict()
+        if self._act_rng is not None:
+            checkpoint["act_rng"] = self._act_rng.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
+        carry = checkpoint.get("act_carry")
+        self.carry = ACTCarry.from_state_dict(carry, "checkpoint field 'act_carry'") if carry is not None else None
+        if checkpoint.get("act_rng") is not None:
+            self._act_rng = torch.Generator()
+            self._act_rng.set_state(checkpoint["act_rng"])
 
     def on_fit_start(self) -> None:
         fresh_metric_states(self)
@@ -326,6 +344,8 @@ class PuzzleTask(L.LightningModule):
             self._emb_opt.load_state_dict(pending[0])
             self._emb_sched.load_state_dict(pending[1])
         self._pending_emb_state = None
+        if self.carry is not None:
+            self.carry = self.carry.to(self.device)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

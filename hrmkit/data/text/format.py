@@ -34,6 +34,7 @@ import numpy as np
 
 from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
+from hrmkit.errors import HrmkitInputError
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -45,7 +46,7 @@ DROP_REASONS = ("empty_response", "short_response", "too_long")
 DEFAULT_CHUNK_BYTES = "16MB"
 
 
-class TextFormatError(ValueError):
+class TextFormatError(HrmkitInputError):
     """A text dataset file or a source record breaks the format; the message names the file and the record/field."""
 
 
