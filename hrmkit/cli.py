@@ -114,10 +114,11 @@ def _dispatch(argv: list[str]) -> None:
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
+    from hrmkit.transfer import transfer_command
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
               "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
-              "export": {"hf": export_hf_command}},
+              "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
 
@@ -132,9 +133,10 @@ def _is_user_error(err: BaseException) -> bool:
 
     from hrmkit.data.puzzles.format import DatasetFormatError
     from hrmkit.registry import PluginError
+    from hrmkit.transfer import TransferError
 
     if isinstance(err, (ArgumentError, FileNotFoundError, FileExistsError, NotADirectoryError, PluginError,
-                        DatasetFormatError)):
+                        DatasetFormatError, TransferError)):
         return True
     if isinstance(err, (ValueError, KeyError)):  # only hrmkit's own checks, which name the setting to fix
         frames = traceback.extract_tb(err.__traceback__)
