@@ -180,10 +180,11 @@ def _data_commands() -> dict:
     from hrmkit.data.puzzles.hrm_import import import_hrm
     from hrmkit.data.puzzles.maze import build_maze
     from hrmkit.data.puzzles.sudoku import build_sudoku
-    from hrmkit.data.text import build_gsm_symbolic, build_text, import_data_io
+    from hrmkit.data.text import build_gsm_symbolic, import_data_io
+    from hrmkit.text_commands import data_text_command
 
     return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
-            "text": build_text, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
+            "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
 
 
 if __name__ == "__main__":
