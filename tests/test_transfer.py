@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -184,3 +186,41 @@ def test_transfer_command_writes_a_loadable_checkpoint(tmp_path, puzzle_ckpt, ca
         main(["transfer", "--source", str(path), "--target", str(wider)])
     assert exit_info.value.code == 2
     assert "shape mismatch" in capsys.readouterr().err
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "transfer"
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: p.relative_to(RECIPES).as_posix())
+def test_transfer_recipe_prints_its_config(recipe, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(recipe), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    if "TextTask" in out:
+        assert "init_from: runs/transfer/" in out and "hrmkit.cores.HRM" in out
+
+
+@pytest.mark.slow  # two CLI runs with a GPT-2-sized vocabulary: about 40 s of CPU
+def test_cpu_transfer_recipes_chain_a_puzzle_core_into_a_text_model(tmp_path, monkeypatch):
+    """recipes/transfer/cpu: the symbolic run's last.ckpt is what the text recipe's init_from reads; with the core
+    frozen the text model's core still equals the puzzle core exactly after training."""
+    from hrmkit.data.puzzles.sudoku import build_sudoku
+    from hrmkit.data.text.puzzles_as_text import build_puzzle_text
+
+    monkeypatch.chdir(tmp_path)
+    build_sudoku("sudoku", train_size=8, test_size=4, levels=["easy"], num_workers=1)
+    main(["fit", "-c", str(RECIPES / "cpu/sudoku-symbolic.yaml"), "--data.init_args.data_dir", "sudoku",
+          "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "4", "--trainer.max_steps", "2",
+          "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_model_summary",
+          "false"])
+    puzzle_ckpt = tmp_path / "runs/transfer/cpu/sudoku-symbolic/checkpoints/last.ckpt"
+    puzzle_core = read_source(puzzle_ckpt).core_state
+    build_puzzle_text("text", "sudoku", puzzle_dir="sudoku", tokenizer="gpt2", max_len=512)
+    main(["fit", "-c", str(RECIPES / "cpu/sudoku-text.yaml"), "--data.init_args.data_dir", "text",
+          "--model.init_args.freeze", "[core]", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+          "--trainer.limit_val_batches", "1", "--trainer.enable_model_summary", "false"])
+    (text_ckpt,) = (tmp_path / "runs/transfer/cpu/sudoku-text").rglob("*.ckpt")
+    text = TextTask.load_from_checkpoint(text_ckpt, map_location="cpu")
+    assert text.hparams.init_from == "runs/transfer/cpu/sudoku-symbolic/checkpoints/last.ckpt"
+    _assert_equal(puzzle_core, text.core)
