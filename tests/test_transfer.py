@@ -224,3 +224,16 @@ def test_cpu_transfer_recipes_chain_a_puzzle_core_into_a_text_model(tmp_path, mo
     text = TextTask.load_from_checkpoint(text_ckpt, map_location="cpu")
     assert text.hparams.init_from == "runs/transfer/cpu/sudoku-symbolic/checkpoints/last.ckpt"
     _assert_equal(puzzle_core, text.core)
+
+
+def test_an_exported_hf_directory_is_a_source(tmp_path):
+    from hrmkit.interop.hf_hrm_text import export_hf
+
+    src = TextTask(build_core("hrm", "text-tiny"), vocab_size=64)
+    out = export_hf(src, tmp_path / "hf", dtype="float32")
+    source = read_source(out)
+    assert source.task == "TextTask"
+    target = build_core("hrm", "text-tiny", max_seq_len=128)
+    report = transfer_core(source, target)
+    assert report.ok and {"rope.cos", "rope.sin"} <= set(report.rederived)
+    _assert_equal(src.core.state_dict(), target)
