@@ -125,8 +125,17 @@ def train_text(out: Path, name: str, data_dir: Path, init_from: str | None, step
         t = time.perf_counter()
         ev = evaluate_text(model, str(data_dir / "jsonl" / "test.jsonl"), "puzzle", tokenizer=str(data_dir),
                            max_new_tokens=200, limit=eval_puzzles, out_dir=str(out / run / "eval"))
-        result["judge"] = {**ev, "eval_s": round(time.perf_counter() - t, 1)}
+        result["judge"] = {**ev, "eval_s": round(time.perf_counter() - t, 1),
+                           "reasons": judge_reasons(out / run / "eval" / "predictions.jsonl")}
     return result
+
+
+def judge_reasons(predictions: Path) -> dict[str, int]:
+    """How many answers failed for each kind of reason (the judge's message up to its first colon)."""
+    from collections import Counter
+
+    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    return dict(Counter(r["reason"].split(":")[0] if r["reason"] else "correct" for r in rows))
 
 
 def _curves(runs: list[dict[str, Any]], key: str, title: str, target: Path) -> str:
@@ -209,10 +218,22 @@ def findings(result: dict[str, Any]) -> list[str]:
             out.append(f"{label}: greedy answers judged correct (valid completion of the givens): "
                        f"{t['judge']['accuracy'] * t['judge']['n']:.0f}/{t['judge']['n']} (transfer) vs "
                        f"{s['judge']['accuracy'] * s['judge']['n']:.0f}/{s['judge']['n']} (scratch).")
+            why = {r["run"].rsplit("-", 1)[-1]: r["judge"].get("reasons") for r in (t, s)}
+            if all(why.values()):
+                out.append(f"{label}: judge verdicts by reason: " + "; ".join(
+                    f"{k}: " + ", ".join(f"{n} × {reason!r}" for reason, n in v.items()) for k, v in why.items())
+                    + " ('sudoku answer' = not 81 cells of 1-9, i.e. the wrong format).")
+    out.append("Wall-clock times in transfer.json are not comparable between runs: other jobs shared the CPU.")
     out.append("One seed per run and no measured seed-to-seed spread, on a model and budget far below the published "
                "ones: small differences are not established by this run; it shows the tooling working end to end and "
                "the direction at this scale only.")
     return out
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def _command(values: dict[str, Any], parser: argparse.ArgumentParser) -> str:
@@ -239,15 +260,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_only:
         result = json.loads((Path(args.docs_dir) / "transfer.json").read_text())
+        for r in result["sudoku-text"]:  # verdict reasons from the run's predictions, when they are still there
+            predictions = Path(args.out_dir) / r["run"] / "eval" / "predictions.jsonl"
+            if r.get("judge") and "reasons" not in r["judge"] and predictions.is_file():
+                r["judge"]["reasons"] = judge_reasons(predictions)
         result["findings"] = findings(result)
         result["command"] = result.get("command") or _command(result["args"], parser)
+        _write_json(Path(args.docs_dir) / "transfer.json", result)
         print(f"wrote {write_report(Path(args.docs_dir), result, result['command'])}")
         return
 
     import torch
 
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out, docs = Path(args.out_dir).absolute(), Path(args.docs_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = build_data(out, args)
@@ -256,7 +282,7 @@ def main() -> None:
     print(f"symbolic: {json.dumps({k: v for k, v in symbolic.items() if k != 'metrics'})}", flush=True)
     result: dict[str, Any] = {"symbolic": symbolic, "vocab": args.vocab, "args": vars(args),
                               "machine": f"{platform.machine()} CPU, torch threads {args.threads}",
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "figures": {}}
+                              "date": started, "figures": {}}
     for name, label in TEXT_TASKS.items():
         result[name] = [train_text(out, name, paths[name], init, args.text_steps, args.eval_puzzles)
                         for init in (symbolic["ckpt"], None)]
@@ -268,10 +294,7 @@ def main() -> None:
     result["findings"] = findings(result)
     result["command"] = _command(vars(args), parser)
     docs.mkdir(parents=True, exist_ok=True)
-    raw = docs / "transfer.json"
-    tmp = raw.with_name(f".{raw.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    os.replace(tmp, raw)
+    _write_json(docs / "transfer.json", result)
     print(f"wrote {write_report(docs, result, result['command'].strip())}")
 
 
