@@ -130,6 +130,19 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> d
     return checkpoint
 
 
+def load_task(cls: type[pl.LightningModule], path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``cls.load_from_checkpoint`` after :func:`check_checkpoint`, with ``weights_only=True`` (plus
+    :data:`SAFE_GLOBALS`): what every hrmkit command that reads a trained model uses."""
+    check_checkpoint(path)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused to unpickle a non-tensor object ({first}); hrmkit loads checkpoints "
+                              "with weights_only=True") from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning ``CheckpointIO``: atomic local writes (temp + fsync + rename) and checked, weights-only loads.
 

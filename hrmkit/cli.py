@@ -155,10 +155,11 @@ def _dispatch(argv: list[str]) -> None:
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
+    from hrmkit.transfer import transfer_command
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
               "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
-              "export": {"hf": export_hf_command}},
+              "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
 
@@ -219,10 +220,11 @@ def _data_commands() -> dict:
     from hrmkit.data.puzzles.hrm_import import import_hrm
     from hrmkit.data.puzzles.maze import build_maze
     from hrmkit.data.puzzles.sudoku import build_sudoku
-    from hrmkit.data.text import build_gsm_symbolic, build_text, import_data_io
+    from hrmkit.data.text import build_gsm_symbolic, import_data_io
+    from hrmkit.text_commands import data_text_command
 
     return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
-            "text": build_text, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
+            "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
 
 
 if __name__ == "__main__":

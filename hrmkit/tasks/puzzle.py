@@ -29,6 +29,7 @@ from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
 from hrmkit.tasks.voting import vote as vote_samples
+from hrmkit.transfer import configure_init
 
 Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -43,7 +44,9 @@ class PuzzleTask(L.LightningModule):
                  loss: LossType = "stablemax", loss_dtype: Literal["float64", "float32"] = "float64",
                  lr: float = 1e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
                  puzzle_emb_lr: float = 1e-2, puzzle_emb_weight_decay: float = 0.1, warmup_steps: int = 2000,
-                 lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None) -> None:
+                 lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None,
+                 init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
+                 init_strict: bool = True) -> None:
         """
         Args:
             core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
@@ -73,6 +76,12 @@ class PuzzleTask(L.LightningModule):
             lr_min_ratio: cosine floor after warmup (1.0 = constant, the reference default).
             num_tags: how many dataset tags (difficulty levels, sources) evaluation keeps apart.
             tag_names: names of those tags for logging (default: the datamodule's metadata, else numbers).
+            init_from: start from a trained model's weights (not a resume: no optimizer or step state): a task
+                checkpoint (.ckpt, puzzle or text) or an HF hrm_text directory. Its core is copied exactly (strict
+                shape check, see :mod:`hrmkit.transfer`); embeddings and heads too when it is a PuzzleTask.
+            freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``, ``net``) or a task layer.
+            reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``puzzle_emb``).
+            init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -138,6 +147,11 @@ class PuzzleTask(L.LightningModule):
         self.hparams.update(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers)
 
     def configure_model(self) -> None:
+        """Size the dataset-dependent layers, then apply ``init_from`` / ``freeze`` (:mod:`hrmkit.transfer`)."""
+        self._configure_io()
+        configure_init(self)
+
+    def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         meta = getattr(dm, "metadata", None)
