@@ -7,7 +7,8 @@ so short class names and Lightning's checkpoint class guard both see them.
 
 User errors (bad flags or YAML keys, unknown cores, missing datasets, invalid settings) end with one
 ``hrmkit: error: ...`` paragraph and exit status 2; ``HRMKIT_DEBUG=1`` re-raises them with the full traceback.
-A SIGTERM during training exits 143 (lightning 2.6.6 would exit 0), so schedulers requeue preempted runs.
+A SIGTERM or SIGUSR1 during training saves a checkpoint and exits 143 (lightning 2.6.6 would exit 0), so schedulers
+requeue preempted runs; ``fit --ckpt_path last`` resumes from the newest valid checkpoint (hrmkit.checkpointing).
 """
 
 from __future__ import annotations
@@ -62,9 +63,37 @@ def lightning_cli(args: list[str]) -> None:
     parser_kwargs: dict = {"exit_on_error": False}  # parse errors raise, so main() can print them briefly
     if _has_omegaconf():
         parser_kwargs["parser_mode"] = "omegaconf"
+
+    class HrmkitCLI(LightningCLI):
+        def before_fit(self) -> None:
+            """Crash-safe fit: atomic checkpoints, RNG states, a checkpoint on SIGTERM/SIGUSR1/crash, and
+            ``--ckpt_path last`` resolved to the newest valid checkpoint (see hrmkit.checkpointing)."""
+            from hrmkit.checkpointing import prepare_fit
+
+            config = self.config_init[self.subcommand]
+            config["ckpt_path"] = prepare_fit(self.trainer, config.get("ckpt_path"))
+
+        def _checked_loads(self) -> None:
+            """validate/test/predict --ckpt_path: torn files and pickled code are refused with a clear error."""
+            from hrmkit.checkpointing import install_checkpoint_io
+
+            install_checkpoint_io(self.trainer)
+
+        before_validate = before_test = before_predict = _checked_loads
+
+        def _parse_ckpt_path(self) -> None:
+            """LightningCLI reads an explicit --ckpt_path's hyper-parameters before any hook: check the file first."""
+            from hrmkit.checkpointing import check_checkpoint
+
+            sub = self.config.get("subcommand")
+            path = self.config[sub].get("ckpt_path") if sub else None
+            if path and Path(path).is_file():
+                check_checkpoint(path)
+            super()._parse_ckpt_path()
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        LightningCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)
+        HrmkitCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)
 
 
 def _has_omegaconf() -> bool:
@@ -80,10 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    _sigusr1_as_sigterm()
     try:
         _dispatch(argv)
     except SIGTERMException:
-        print("hrmkit: stopped by SIGTERM (resume with --ckpt_path last)", file=sys.stderr)
+        print("hrmkit: stopped by SIGTERM/SIGUSR1 (resume with --ckpt_path last)", file=sys.stderr)
         sys.exit(143)
     except Exception as err:
         if os.environ.get("HRMKIT_DEBUG") == "1" or not _is_user_error(err):
@@ -92,6 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hrmkit: error: {message}\nhint: {hint}", file=sys.stderr)
         sys.exit(2)
     return None
+
+
+def _sigusr1_as_sigterm() -> None:
+    """Outside SLURM (whose Lightning handler requeues on SIGUSR1), treat SIGUSR1 (the usual "you will be
+    preempted" warning) as SIGTERM: Lightning then stops at the next batch and the run saves a checkpoint."""
+    import signal
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if hasattr(signal, "SIGUSR1") and not SLURMEnvironment.detect():
+        signal.signal(signal.SIGUSR1, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _dispatch(argv: list[str]) -> None:
@@ -114,10 +155,11 @@ def _dispatch(argv: list[str]) -> None:
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
+    from hrmkit.transfer import transfer_command
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
               "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
-              "export": {"hf": export_hf_command}},
+              "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
 
@@ -130,11 +172,11 @@ def _is_user_error(err: BaseException) -> bool:
     """Errors a user fixes in the command line, the recipe or the data (not bugs: those keep their traceback)."""
     from jsonargparse import ArgumentError
 
-    from hrmkit.data.puzzles.format import DatasetFormatError
+    from hrmkit.errors import HrmkitInputError
     from hrmkit.registry import PluginError
 
     if isinstance(err, (ArgumentError, FileNotFoundError, FileExistsError, NotADirectoryError, PluginError,
-                        DatasetFormatError)):
+                        HrmkitInputError)):
         return True
     if isinstance(err, (ValueError, KeyError)):  # only hrmkit's own checks, which name the setting to fix
         frames = traceback.extract_tb(err.__traceback__)
@@ -178,10 +220,11 @@ def _data_commands() -> dict:
     from hrmkit.data.puzzles.hrm_import import import_hrm
     from hrmkit.data.puzzles.maze import build_maze
     from hrmkit.data.puzzles.sudoku import build_sudoku
-    from hrmkit.data.text import build_gsm_symbolic, build_text, import_data_io
+    from hrmkit.data.text import build_gsm_symbolic, import_data_io
+    from hrmkit.text_commands import data_text_command
 
     return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
-            "text": build_text, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
+            "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Text datasets: the JSONL builder, the data_io importer, gsm_symbolic, and TextDataModule (round trip, resume)."""
+"""Text datasets: the JSONL builder, the data_io importer, gsm_symbolic, and TextDataModule (round trip, resume,
+stream and rank-aware multipack packing)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from hrmkit.data.text import (
     train_bpe,
     write_jsonl,
 )
+from hrmkit.data.text.format import LENGTHS_FILE, read_sample_lengths
 from hrmkit.data.text.gsm_symbolic import to_record
 from hrmkit.data.text.module import PackedTextLoader
+from hrmkit.data.text.multipack import MultipackTextLoader
+from hrmkit.data.text.packing import lpt_assign, plan_multipack
 from hrmkit.data.text.tokenizer import file_sha256
 
 CONDITIONS = ["direct", "cot", "synth,cot", None]
@@ -463,3 +467,139 @@ def test_trainer_validates_every_val_sample_each_epoch(dataset, tmp_path):
     first = len(_docs(next(iter(TextDataModule(str(path), tokens_per_batch=BUDGET).val_dataloader()))))
     sanity = Counter(model.val[:first])
     assert Counter(model.val) - sanity == Counter({k: 2 * v for k, v in stored.items()})  # two full val epochs
+
+
+# ------------------------------------------------------------------------------------------------ multipack
+
+
+class _Trainer:
+    """What the data module reads of a Trainer to find its rank."""
+
+    def __init__(self, world_size: int, global_rank: int) -> None:
+        self.world_size, self.global_rank = world_size, global_rank
+
+
+def _loader(path, world: int = 1, rank: int = 0, seed: int = 5) -> MultipackTextLoader:
+    dm = TextDataModule(str(path), tokens_per_batch=BUDGET, seed=seed, packing="multipack")
+    dm.trainer = _Trainer(world, rank)
+    loader = dm.train_dataloader()
+    assert isinstance(loader, MultipackTextLoader)
+    return loader
+
+
+def test_builds_write_the_sample_lengths(dataset):
+    path, meta = dataset
+    for split in ("train", "val"):
+        lengths = np.load(path / split / LENGTHS_FILE)
+        assert lengths.dtype == np.int32
+        assert lengths.tolist() == [len(ids) for ids, _ in _stored(path, split)]
+        assert int(lengths.sum()) == meta.splits[split].tokens
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_take_disjoint_balanced_bins_of_one_global_stream(dataset, world):
+    path, meta = dataset
+    stored = [ids for ids, _ in _stored(path, "train")]
+    loaders = [_loader(path, world, r) for r in range(world)]
+    assert {len(x) for x in loaders} == {meta.splits["train"].tokens // world // BUDGET}
+    steps = 3 * len(loaders[0])  # three Lightning epochs: crosses data-epoch boundaries
+    per_rank = [_take(x, steps) for x in loaders]
+    lengths = read_sample_lengths(path, "train", meta)
+    order = np.random.default_rng([5, 0]).permutation(lengths.size)
+    plan = plan_multipack(lengths[order].tolist(), world, BUDGET)
+    counts: Counter = Counter()
+    for step in range(steps):
+        docs = [[tuple(int(x) for x in d) for d, _ in _docs(per_rank[r][step])] for r in range(world)]
+        for r in range(world):
+            check_contract(per_rank[r][step], _docs(per_rank[r][step]), BUDGET)
+        flat = [d for rank_docs in docs for d in rank_docs]
+        assert len(set(flat)) == len(flat)  # a step's bins are disjoint
+        loads = [sum(map(len, rank_docs)) for rank_docs in docs]
+        assert max(loads) <= BUDGET and all(loads)
+        assert max(loads) - min(loads) <= max(map(len, flat))  # LPT: within one sample of each other
+        if step < len(plan):  # the first data epoch follows the reference plan exactly
+            assert docs == [[stored[order[i]] for i in bin_] for bin_ in plan[step]]
+        counts.update(flat)
+    # a sample is drawn at most once per data epoch; an epoch drops only its last, short window
+    assert 1 <= loaders[0].epoch and max(counts.values()) <= loaders[0].epoch + 1
+    planned = sum(int(lengths[order[i]]) for step in plan for bin_ in step for i in bin_)
+    assert lengths.sum() - planned < world * BUDGET + lengths.max()
+
+
+def test_one_rank_is_the_longest_prefix_that_fits(dataset):
+    path, meta = dataset
+    lengths = read_sample_lengths(path, "train", meta)
+    loader = _loader(path)
+    order = loader.order()
+    pos = 0
+    for batch in _take(loader, 4):
+        n = batch["num_samples"]
+        assert sum(lengths[order[pos:pos + n]]) <= BUDGET < sum(lengths[order[pos:pos + n + 1]])
+        got = sorted(len(d) for d, _ in _docs(batch))
+        assert got == sorted(lengths[order[pos:pos + n]].tolist())
+        pos += n
+    assert lpt_assign([3, 1, 2], 1)[0] == [[0, 2, 1]]  # one bin: longest first
+
+
+def test_state_resumes_exactly_across_epochs(dataset):
+    path, _ = dataset
+    reference = _take(_loader(path, 2, 1), 3 * len(_loader(path, 2, 1)) + 2)
+    for stop in (2, len(_loader(path, 2, 1)) + 1):
+        first = _loader(path, 2, 1)
+        _take(first, stop)
+        state = json.loads(json.dumps(first.state_dict()))
+        resumed = _loader(path, 2, 1)
+        resumed.load_state_dict(state)
+        rest = _take(resumed, len(reference) - stop)
+        assert all(torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+                   for a, b in zip(reference[stop:], rest))
+    with pytest.raises(ValueError, match="'num_ranks' is 2 but this run has 3"):
+        _loader(path, 3, 0).load_state_dict(state)
+    with pytest.raises(ValueError, match="another packing mode"):
+        _loader(path).load_state_dict(TextDataModule(str(path), tokens_per_batch=BUDGET).train_dataloader()
+                                      .state_dict())
+
+
+@pytest.mark.filterwarnings("ignore:.*(ckpt_path|validation_step|__len__|LeafSpec).*")
+def test_trainer_checkpoint_resumes_multipack(dataset, tmp_path):
+    path, _ = dataset
+
+    def dm() -> TextDataModule:
+        return TextDataModule(str(path), tokens_per_batch=BUDGET, seed=2, packing="multipack")
+
+    def trainer(n: int, **kw) -> L.Trainer:
+        return L.Trainer(max_steps=n, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path, **kw)
+
+    steps, stop = len(_loader(path)) + 3, 4
+    full = _Recorder()
+    trainer(steps, enable_checkpointing=False).fit(full, datamodule=dm())
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, every_n_train_steps=stop)
+    trainer(stop, callbacks=[ckpt]).fit(_Recorder(), datamodule=dm())
+    resumed = _Recorder()
+    trainer(steps, enable_checkpointing=False).fit(resumed, datamodule=dm(), ckpt_path=str(tmp_path / "ck/last.ckpt"))
+    assert len(resumed.seen) == steps - stop
+    assert all(torch.equal(a, b) for a, b in zip(full.seen[stop:], resumed.seen))
+
+
+def test_lengths_file_is_checked_and_optional(dataset, tmp_path):
+    path, meta = dataset
+    copy = tmp_path / "ds"
+    shutil.copytree(path, copy)
+    lengths_file = copy / "train" / LENGTHS_FILE
+    expected = read_sample_lengths(path, "train", meta)
+    lengths_file.unlink()  # datasets built before the file existed: scanned once
+    assert read_sample_lengths(copy, "train", read_text_metadata(copy)).tolist() == expected.tolist()
+    np.save(lengths_file, expected[:-1].astype(np.int32))
+    with pytest.raises(TextFormatError, match=r"expected 108 integer sample lengths \(metadata splits.train.samples"):
+        read_sample_lengths(copy, "train", read_text_metadata(copy))
+    np.save(lengths_file, (expected + 1).astype(np.int32))
+    with pytest.raises(TextFormatError, match="lengths sum to"):
+        read_sample_lengths(copy, "train", read_text_metadata(copy))
+    lengths_file.write_bytes(b"not numpy")
+    with pytest.raises(TextFormatError, match="not a readable .npy"):
+        read_sample_lengths(copy, "train", read_text_metadata(copy))
+    with pytest.raises(ValueError, match="packing must be 'stream' or 'multipack'"):
+        TextDataModule(str(path), packing="random")
+    with pytest.raises(ValueError, match="not enough for one multipack step"):
+        _loader(path, world=40)

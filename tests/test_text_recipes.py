@@ -63,6 +63,14 @@ def tiny_text(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("recipe", TINY, ids=lambda p: p.stem)
 def test_tiny_text_twin_trains(recipe, tiny_text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if "init_from:" in recipe.read_text():  # SFT: first a pretraining run, whose checkpoint init_from then loads
+        main(["fit", "-c", str(recipe), "--data.init_args.data_dir", str(tiny_text), "--model.init_args.init_from",
+              "null", "--trainer.default_root_dir", "pretrain", "--trainer.enable_model_summary", "false"])
+        (pretrained,) = (tmp_path / "pretrain").rglob("*.ckpt")
+        main(["fit", "-c", str(recipe), "--data.init_args.data_dir", str(tiny_text), "--model.init_args.init_from",
+              str(pretrained), "--trainer.enable_model_summary", "false"])
+        assert list((tmp_path / "runs").rglob("*.ckpt")), "the SFT run should leave a checkpoint"
+        return
     main(["fit", "-c", str(recipe), "--data.init_args.data_dir", str(tiny_text), "--trainer.enable_model_summary",
           "false"])
     assert list(tmp_path.rglob("*.ckpt")), "the run should leave a checkpoint"

@@ -63,6 +63,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from hrmkit.callbacks.deep_credit import module_core
+from hrmkit.callbacks.nonfinite import is_finite, nonfinite_names
 from hrmkit.cores.base import CallRecord
 
 OnProblem = Literal["warn", "stop", "raise"]
@@ -258,8 +259,7 @@ class MagicNormHealth(Callback):
         low, high = self.rms_bounds
         first_rms = fwd[0][1]
         for name, rms, max_abs, grad in fwd:
-            bad = [label for label, v in (("rms", rms), ("max_abs", max_abs), ("grad_norm", grad))
-                   if v is not None and not _finite(v)]
+            bad = nonfinite_names({"rms": rms, "max_abs": max_abs, "grad_norm": grad})
             if bad:
                 out.append(self._problem("non-finite", name, f"{name}: non-finite {', '.join(bad)} "
                                          f"(rms={rms}, max_abs={max_abs}, grad_norm={grad})"))
@@ -268,7 +268,7 @@ class MagicNormHealth(Callback):
                 if not low <= rms <= high:
                     out.append(self._problem("rms", name, f"{name}: state RMS {rms:.4g} outside {self.rms_bounds} "
                                              f"although norm={self._norm!r} normalises every call's output"))
-            elif _finite(first_rms) and first_rms > 0:
+            elif is_finite(first_rms) and first_rms > 0:
                 ratio = rms / first_rms
                 if ratio > self.max_drift or ratio < 1 / self.max_drift:
                     out.append(self._problem("drift", name, f"{name}: state RMS {rms:.4g} is {ratio:.3g}x the first "
@@ -281,7 +281,7 @@ class MagicNormHealth(Callback):
         for name, rms, _, grad in fwd:
             growth = rms if self._norm == "pre" else None  # magic/post: the RMS bounds already cover it
             for kind, what, value in (("spike", "gradient norm", grad), ("growth", "state RMS", growth)):
-                if value is None or not _finite(value):
+                if value is None or not is_finite(value):
                     continue
                 history = self._history.setdefault(f"{kind}/{name}", deque(maxlen=self.spike_window))
                 if len(history) >= self.spike_min_history:
@@ -309,10 +309,6 @@ class MagicNormHealth(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = {k: deque(v, maxlen=self.spike_window) for k, v in state_dict.get("history", {}).items()}
-
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def _to_floats(forwards: Iterable[list[CallRecord]]) -> list[list[tuple[str, float, float, float | None]]]:

@@ -52,6 +52,18 @@ class CallContext:
     rope: tuple[Tensor, Tensor] | None
     cache: KVCache | None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: task-given teacher signal ``[B, T, D]`` (the embedded labels) during training; None at inference.
+    targets: Tensor | None = None
+    #: False inside :meth:`RecursiveCore.deterministic`: a stochastic core then takes its mean instead of sampling.
+    sample: bool = True
+    #: auxiliary loss terms of this forward (e.g. a KL), summed per name; tasks add them to their loss.
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
+
+    def add_aux_loss(self, name: str, value: Tensor) -> None:
+        """Accumulate a scalar loss term (already weighted, averaged over the batch) under ``name``."""
+        if value.dim() != 0:
+            raise ValueError(f"auxiliary loss {name!r} must be a scalar tensor, got shape {tuple(value.shape)}")
+        self.aux_losses[name] = self.aux_losses[name] + value if name in self.aux_losses else value
 
 
 class RecursiveCore(nn.Module, ABC):
@@ -77,6 +89,10 @@ class RecursiveCore(nn.Module, ABC):
     updates: ClassVar[dict[str, str]] = {}
     #: named configurations, ``build_core(name, variant)``; every core ships at least ``tiny``.
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: forward draws random numbers (a sampled transition): tasks may run several trajectories and vote.
+    stochastic: ClassVar[bool] = False
+    #: call() reads ``ctx.targets`` (e.g. an amortised posterior): training tasks then pass the embedded labels.
+    uses_targets: ClassVar[bool] = False
 
     def __init__(self, hidden_size: int = 512, num_heads: int = 8, expansion: float = 4.0, norm: CoreNorm = "post",
                  norm_eps: float = 1e-5, pos_encoding: Literal["rope", "none"] = "rope", rope_theta: float = 10000.0,
@@ -106,6 +122,8 @@ class RecursiveCore(nn.Module, ABC):
         self._bp_steps: int | None = bp_steps
         self._telemetry: dict[str, bool] | None = None
         self.records: list[CallRecord] = []
+        self._sample = True
+        self.aux_losses: dict[str, Tensor] = {}  # the last forward's auxiliary loss terms (see CallContext)
 
     # -- pieces for subclasses ------------------------------------------------------------------------------------
     def make_stack(self, num_layers: int) -> Stack:
@@ -190,13 +208,22 @@ class RecursiveCore(nn.Module, ABC):
         return CallContext(attn=attn, rope=rope, cache=cache)
 
     def forward(self, x: Tensor, state: State, attn: AttnSpec | None = None,
-                cache: KVCache | None = None) -> tuple[State, Tensor]:
-        """One full pass of the schedule; calls outside the gradient horizon run under ``no_grad``."""
+                cache: KVCache | None = None, *, targets: Tensor | None = None) -> tuple[State, Tensor]:
+        """One full pass of the schedule; calls outside the gradient horizon run under ``no_grad``.
+
+        ``targets`` (``[B, T, D]``, training only) reaches cores that declare :attr:`uses_targets`; the pass's
+        auxiliary losses are left in :attr:`aux_losses`.
+        """
         attn = AttnSpec() if attn is None else attn
+        if targets is not None and targets.shape != x.shape:
+            raise ValueError(f"{type(self).__name__}: targets must have the input's shape {tuple(x.shape)}, "
+                             f"got {tuple(targets.shape)}")
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
             state = {k: v.to(self.compute_dtype) for k, v in state.items()}
+            targets = None if targets is None else targets.to(self.compute_dtype)
         ctx = self.prepare(x, attn, cache)
+        ctx.targets, ctx.sample = targets, self._sample
         if self._telemetry is not None:
             self.records.clear()
         grad_enabled = torch.is_grad_enabled()
@@ -208,7 +235,18 @@ class RecursiveCore(nn.Module, ABC):
                 state = self.call(kind, k, i, x, state, ctx)
             if self._telemetry is not None:
                 self._record(kind, k, i, state)
+        self.aux_losses = ctx.aux_losses
         return state, self.output(state)
+
+    @contextlib.contextmanager
+    def deterministic(self) -> Iterator[None]:
+        """Inside the block a stochastic core takes the mean of each sampled transition (no-op for the others):
+        for reproducible checks such as KV-cache equivalence, and for a single mean trajectory."""
+        previous, self._sample = self._sample, False
+        try:
+            yield
+        finally:
+            self._sample = previous
 
     # -- telemetry ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hrmkit.errors import HrmkitInputError
+
 METADATA_FILE = "metadata.json"
 
 
@@ -19,7 +21,7 @@ def field_error(error: type[Exception], where: str, name: str, msg: str) -> Exce
 
 
 def get_field(data: Mapping[str, Any], where: str, name: str, kind: type | tuple[type, ...], prefix: str = "",
-              error: type[Exception] = ValueError) -> Any:
+              error: type[Exception] = HrmkitInputError) -> Any:
     """``data[name]`` checked to be of ``kind`` (bools never pass as ints), else ``error`` naming ``where``."""
     label = prefix + name
     if name not in data:
@@ -33,7 +35,7 @@ def get_field(data: Mapping[str, Any], where: str, name: str, kind: type | tuple
 
 
 def load_metadata_json(data_dir: str | os.PathLike, kind: str, build_hint: str,
-                       error: type[Exception] = ValueError) -> tuple[Any, Path]:
+                       error: type[Exception] = HrmkitInputError) -> tuple[Any, Path]:
     """The decoded ``<data_dir>/metadata.json`` and its path; a missing file says how to build the dataset."""
     path = Path(data_dir) / METADATA_FILE
     if not path.is_file():
@@ -46,7 +48,7 @@ def load_metadata_json(data_dir: str | os.PathLike, kind: str, build_hint: str,
 
 
 def litdata_split_dir(data_dir: str | os.PathLike, split: str, kind: str,
-                      error: type[Exception] = ValueError) -> Path:
+                      error: type[Exception] = HrmkitInputError) -> Path:
     """The LitData directory of ``split``, checked to hold an ``index.json`` and intact chunk files."""
     path = Path(data_dir) / split
     if not (path / "index.json").is_file():
@@ -55,7 +57,7 @@ def litdata_split_dir(data_dir: str | os.PathLike, split: str, kind: str,
     return path
 
 
-def check_chunks(path: str | os.PathLike, error: type[Exception] = ValueError) -> None:
+def check_chunks(path: str | os.PathLike, error: type[Exception] = HrmkitInputError) -> None:
     """Compare every chunk listed in a LitData ``index.json`` with the file on disk (a stat per chunk, no reads),
     so a truncated or missing chunk fails up front with its name instead of as a decode error mid-epoch."""
     path = Path(path)

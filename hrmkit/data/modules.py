@@ -20,6 +20,7 @@ import os
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
-from hrmkit.data.puzzles.format import PuzzleMetadata, read_metadata, split_dir
+from hrmkit.data.puzzles.format import METADATA_FILE, DatasetFormatError, PuzzleMetadata, read_metadata, split_dir
 
 IGNORE_INDEX = -100
 _MASK64 = (1 << 64) - 1
@@ -126,7 +127,9 @@ class PuzzleCollate:
     and ``valid=False`` (spec §3.4), so every evaluation batch has the same shape.
     """
 
-    def __init__(self, meta: PuzzleMetadata, pad_to: int | None = None) -> None:
+    def __init__(self, meta: PuzzleMetadata, pad_to: int | None = None, where: str = "metadata.json") -> None:
+        self.vocab_size = meta.vocab_size
+        self.where = where  # the metadata file, for the error when the stored tokens do not fit its vocab_size
         self.pad_id = meta.pad_id
         self.ignore_label_id = meta.ignore_label_id
         self.blank_identifier_id = meta.blank_identifier_id
@@ -150,6 +153,11 @@ class PuzzleCollate:
         ids = np.full(size, self.blank_identifier_id, np.int64)
         out_tags = np.zeros(size, np.int64)
         if n:
+            top = max(int(np.max(inputs)), int(np.max(labels)))
+            if top >= self.vocab_size:
+                raise DatasetFormatError(f"{self.where}: field 'vocab_size' is {self.vocab_size} but the stored "
+                                         f"puzzles hold token id {top}: metadata and chunks disagree; rebuild the "
+                                         "dataset or restore its metadata.json")
             out_inputs[:n] = inputs
             lab = np.asarray(labels).astype(np.int64)
             out_labels[:n] = np.where(lab == self.ignore_label_id, IGNORE_INDEX, lab)
@@ -451,6 +459,9 @@ class PuzzleDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.metadata.vocab_size
 
+    def _collate(self, pad_to: int | None = None) -> PuzzleCollate:
+        return PuzzleCollate(self.metadata, pad_to, where=str(Path(self.data_dir) / METADATA_FILE))
+
     @property
     def seq_len(self) -> int:
         return self.metadata.seq_len
@@ -475,7 +486,7 @@ class PuzzleDataModule(L.LightningDataModule):
             split_dir(self.data_dir, split)
 
     def _world_size(self) -> int:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         return int(trainer.world_size) if trainer is not None else 1
 
     def train_dataloader(self) -> StreamingDataLoader | PuzzleBatchLoader:
@@ -492,7 +503,7 @@ class PuzzleDataModule(L.LightningDataModule):
                 raise ValueError(f"{self.data_dir}: the train split has {stats.total_groups} groups, fewer than one "
                                  f"global batch ({self.batch_size} x {world} devices); lower batch_size")
             return EpochEndLoader(GroupStreamingDataset(path, mode="example", **options), batch_size=self.batch_size,
-                                  num_workers=self.num_workers, drop_last=True, collate_fn=PuzzleCollate(self.metadata))
+                                  num_workers=self.num_workers, drop_last=True, collate_fn=self._collate())
         # One version per group: an epoch holds about groups x mean examples per version (exact when groups have
         # equally many versions and a group's versions equally many examples; close for ARC).
         per_rank = (stats.total_groups // world) * stats.mean_puzzle_examples
@@ -503,12 +514,12 @@ class PuzzleDataModule(L.LightningDataModule):
                              f"examples per version), fewer than one batch of {self.batch_size}; lower batch_size")
         groups = StreamingDataLoader(GroupStreamingDataset(path, mode="puzzle", **options), batch_size=1,
                                      num_workers=self.num_workers, collate_fn=_single)
-        return PuzzleBatchLoader(groups, path, self.batch_size, num_batches, PuzzleCollate(self.metadata))
+        return PuzzleBatchLoader(groups, path, self.batch_size, num_batches, self._collate())
 
     def _eval_loader(self) -> StreamingDataLoader | ExampleEvalLoader:
         path = str(split_dir(self.data_dir, "test"))
         stats = self.metadata.split("test")
-        collate = PuzzleCollate(self.metadata, pad_to=self.eval_batch_size)
+        collate = self._collate(self.eval_batch_size)
         if stats.max_puzzle_examples == 1 and stats.total_puzzles == stats.total_groups:  # one example per group
             ds = GroupStreamingDataset(path, seed=self.seed, mode="first", shuffle=False, drop_last=False)
             return StreamingDataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers,

@@ -9,6 +9,9 @@ Rules follow the reference harness (specs/hrm-text.md §6.4):
 * **mc** — the prompt ends with ``Answer:``; the model's single greedy next token, ``strip().upper()``, is the
   prediction. A prediction that is not one of the choice letters gets ``1/num_choices`` credit (the reference's
   rule). ``letter_accuracy`` also reports the argmax restricted to the choice letters' logits.
+* **puzzle** — puzzles rendered by ``hrmkit data text --from-puzzles``: greedy generation, then the puzzle's own
+  judge (:func:`hrmkit.data.text.puzzles_as_text.judge`: a valid completion of the Sudoku givens, a valid shortest
+  maze path, the exact ARC grid).
 
 Records: ``{"instruction", "response"}`` (the gold is ``answer`` when present, else the response's last box, else
 the text after ``####``, else the whole response) or ``{"question", "answer"}``; MC records may carry ``choices``
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from hrmkit.data.text.tokenizer import Tokenizer
     from hrmkit.tasks.text import TextTask
 
-Kind = Literal["math", "mc"]
+Kind = Literal["math", "mc", "puzzle"]
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MC_LINE = re.compile(r"^\s*([A-Z])[.)]\s", re.MULTILINE)
 
@@ -190,7 +193,7 @@ def _mc_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]]) ->
 
 
 def _math_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]], max_new_tokens: int,
-                 batch_size: int) -> list[dict[str, Any]]:
+                 batch_size: int, kind: Kind = "math") -> list[dict[str, Any]]:
     from hrmkit.generate import generate
 
     prompts = [tok.encode_prompt(r["prompt"], r["condition"]) for r in records]
@@ -205,6 +208,13 @@ def _math_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]], 
     for rec, out in zip(records, outs):
         stopped = bool(out) and out[-1] == tok.eoa_id
         text = tok.decode(out[:-1] if stopped else out)
+        if kind == "puzzle":  # the puzzle judges (hrmkit.data.text.puzzles_as_text) read the whole output
+            from hrmkit.data.text.puzzles_as_text import judge
+
+            verdict = judge(rec["prompt"], rec["gold"], text)
+            rows.append({"prompt": rec["prompt"], "gold": rec["gold"], "output": text, "stopped": stopped,
+                         "score": float(verdict.correct), "reason": verdict.reason})
+            continue
         answer = extract_answer(text)
         ok = judge_math(rec["gold"], answer)
         rows.append({"prompt": rec["prompt"], "gold": rec["gold"], "output": text, "answer": answer,
@@ -220,8 +230,10 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
         model: a TextTask checkpoint (``.ckpt``), an HF ``hrm_text`` directory, or a TextTask already in memory.
         data: JSONL of ``{"instruction", "response"}`` or ``{"question", "answer"}`` records (MC: optional
             ``choices`` list; any record: optional ``condition``, e.g. ``cot``).
-        kind: ``math`` (generate, last ``\\boxed{}``, math-verify or exact numeric match) or ``mc`` (one token
-            after the prompt; invalid letters get 1/num_choices credit).
+        kind: ``math`` (generate, last ``\\boxed{}``, math-verify or exact numeric match), ``mc`` (one token
+            after the prompt; invalid letters get 1/num_choices credit) or ``puzzle`` (puzzles rendered by
+            ``hrmkit data text --from-puzzles``: generate, then the puzzle's judge: valid Sudoku completion, valid
+            shortest maze path, exact ARC grid).
         tokenizer: ``gpt2``, a tokenizer.json, or a folder holding one (e.g. the built text dataset).
         max_new_tokens: generation budget per math question (ignored by ``mc``).
         limit: score only the first ``limit`` records.
@@ -237,8 +249,8 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
     from hrmkit.tasks.text import TextTask
     from hrmkit.text_commands import load_text_model
 
-    if kind not in ("math", "mc"):
-        raise ValueError(f"evaluate_text: kind must be 'math' or 'mc', got {kind!r}")
+    if kind not in ("math", "mc", "puzzle"):
+        raise ValueError(f"evaluate_text: kind must be 'math', 'mc' or 'puzzle', got {kind!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"evaluate_text: limit must be >= 1 or None, got {limit}")
     task = model if isinstance(model, TextTask) else load_text_model(model)
@@ -247,8 +259,8 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
     was_training = task.training
     task.eval()
     try:
-        if kind == "math":
-            rows = _math_scores(task, tok, records, max_new_tokens, batch_size)
+        if kind in ("math", "puzzle"):
+            rows = _math_scores(task, tok, records, max_new_tokens, batch_size, kind)
         else:
             rows = _mc_scores(task, tok, records)
     finally:
@@ -258,6 +270,8 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
     if kind == "math":
         summary.update(boxed_rate=sum(r["boxed"] for r in rows) / n, stop_rate=sum(r["stopped"] for r in rows) / n,
                        judge="math-verify" if _math_verify() is not None else "numeric")
+    elif kind == "puzzle":
+        summary.update(stop_rate=sum(r["stopped"] for r in rows) / n, judge="puzzle")
     else:
         summary.update(valid_rate=sum(r["valid"] for r in rows) / n,
                        letter_accuracy=sum(r["letter_correct"] for r in rows) / n)

@@ -30,6 +30,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from hrmkit.data.fields import swap_into_place
+from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.mlp import swiglu_intermediate
 from hrmkit.tasks.text import TextTask
 
@@ -48,9 +50,11 @@ def _read_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise HrmkitInputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise HrmkitInputError(f"{path}: expected a JSON object, got {type(config).__name__}")
     if config.get("model_type", "hrm_text") != "hrm_text":
-        raise ValueError(f"{path}: model_type is {config.get('model_type')!r}, expected 'hrm_text'")
+        raise HrmkitInputError(f"{path}: model_type is {config.get('model_type')!r}, expected 'hrm_text'")
     return config
 
 
@@ -58,18 +62,27 @@ def _read_tensors(directory: Path) -> dict[str, Tensor]:
     """All tensors of ``model.safetensors`` or of the shards listed in ``model.safetensors.index.json``."""
     from safetensors.torch import load_file
 
+    def read(path: Path) -> dict[str, Tensor]:
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own SafetensorError for torn or foreign files
+            raise HrmkitInputError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+
     single = directory / "model.safetensors"
     if single.is_file():
-        return load_file(str(single))
+        return read(single)
     index = directory / "model.safetensors.index.json"
     if not index.is_file():
         raise FileNotFoundError(f"{directory}: neither model.safetensors nor model.safetensors.index.json")
-    weight_map = json.loads(index.read_text()).get("weight_map")
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise HrmkitInputError(f"{index}: not a JSON object ({exc})") from None
     if not isinstance(weight_map, dict):
-        raise ValueError(f"{index}: no 'weight_map' object")
+        raise HrmkitInputError(f"{index}: no 'weight_map' object")
     tensors: dict[str, Tensor] = {}
     for shard in sorted(set(weight_map.values())):
-        tensors.update(load_file(str(directory / shard)))
+        tensors.update(read(directory / str(shard)))
     return tensors
 
 
@@ -77,7 +90,7 @@ def _field(config: dict[str, Any], key: str, where: Path, default: Any = None) -
     if key in config and config[key] is not None:
         return config[key]
     if default is None:
-        raise ValueError(f"{where / 'config.json'}: missing field {key!r}")
+        raise HrmkitInputError(f"{where / 'config.json'}: missing field {key!r}")
     return default
 
 
@@ -87,8 +100,8 @@ def detect_layout(keys: list[str] | set[str]) -> Layout:
     split = any(k.endswith(".self_attn.q_proj.weight") for k in keys)
     if fused == split:
         sample = ", ".join(sorted(keys)[:6])
-        raise ValueError(f"cannot tell the hrm_text weight layout ({'both' if fused else 'neither'} fused "
-                         f"'attn.gqkv_proj' and split 'self_attn.q_proj' keys found; first keys: {sample})")
+        raise HrmkitInputError(f"cannot tell the hrm_text weight layout ({'both' if fused else 'neither'} fused "
+                               f"'attn.gqkv_proj' and split 'self_attn.q_proj' keys found; first keys: {sample})")
     return "published" if fused else "transformers"
 
 
@@ -123,30 +136,30 @@ def load_hf(path: str | os.PathLike, fused_qkv: bool = True, **task_kwargs: Any)
     heads = int(_field(config, "num_attention_heads", directory))
     head_dim = int(config.get("head_dim") or d // heads)
     if head_dim * heads != d:
-        raise ValueError(f"{directory / 'config.json'}: head_dim {head_dim} × num_attention_heads {heads} != "
-                         f"hidden_size {d}; hrmkit's attention needs head_dim = hidden_size / heads")
+        raise HrmkitInputError(f"{directory / 'config.json'}: head_dim {head_dim} × num_attention_heads {heads} != "
+                               f"hidden_size {d}; hrmkit's attention needs head_dim = hidden_size / heads")
     kv_heads = config.get("num_key_value_heads")
     if kv_heads is not None and int(kv_heads) != heads:
-        raise ValueError(f"{directory / 'config.json'}: num_key_value_heads {kv_heads} != num_attention_heads "
-                         f"{heads}; HRM-Text is multi-head attention")
+        raise HrmkitInputError(f"{directory / 'config.json'}: num_key_value_heads {kv_heads} != num_attention_heads "
+                               f"{heads}; HRM-Text is multi-head attention")
     inter = int(_field(config, "intermediate_size", directory))
     expansion = 4.0 if swiglu_intermediate(d, 4.0) == inter else inter * 3 / (2 * d)
     if swiglu_intermediate(d, expansion) != inter:
-        raise ValueError(f"{directory / 'config.json'}: intermediate_size {inter} is not a multiple of 256; "
-                         "hrmkit's SwiGLU sizes are round_up_256(expansion · d · 2/3)")
+        raise HrmkitInputError(f"{directory / 'config.json'}: intermediate_size {inter} is not a multiple of 256; "
+                               "hrmkit's SwiGLU sizes are round_up_256(expansion · d · 2/3)")
     per_stack = int(config.get("num_layers_per_stack") or _field(config, "num_hidden_layers", directory))
     h_cycles = int(config.get("H_cycles", 2))
     l_cycles = int(config.get("L_cycles", 3))
     rope = config.get("rope_parameters") or {}
     rope_type = rope.get("rope_type", "default")
     if rope_type != "default":
-        raise ValueError(f"{directory / 'config.json'}: rope_parameters.rope_type {rope_type!r} is not supported "
-                         "(hrmkit implements plain RoPE)")
+        raise HrmkitInputError(f"{directory / 'config.json'}: rope_parameters.rope_type {rope_type!r} is not supported "
+                               "(hrmkit implements plain RoPE)")
     theta = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
     if config.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{directory / 'config.json'}: hidden_act {config['hidden_act']!r}; HRM-Text uses silu")
+        raise HrmkitInputError(f"{directory / 'config.json'}: hidden_act {config['hidden_act']!r}; HRM-Text uses silu")
     if config.get("tie_word_embeddings", False):
-        raise ValueError(f"{directory / 'config.json'}: tie_word_embeddings=true; HRM-Text's LM head is untied")
+        raise HrmkitInputError(f"{directory / 'config.json'}: tie_word_embeddings=true; HRM-Text's LM head is untied")
     scale = config.get("embedding_scale")
     if scale is None:
         scale = 1.0 / float(config.get("initializer_range", 0.02))
@@ -173,8 +186,8 @@ def _to_task_state(tensors: dict[str, Tensor], layout: Layout, per_stack: int, f
 
     def take(key: str) -> Tensor:
         if key not in left:
-            raise ValueError(f"{where}: missing tensor {key!r} ({layout} layout, config: {per_stack} layers per "
-                             "stack)")
+            raise HrmkitInputError(f"{where}: missing tensor {key!r} ({layout} layout, config: {per_stack} layers per "
+                                   "stack)")
         return left.pop(key)
 
     out = {"embed_tokens.weight": take("model.embed_tokens.weight"), "lm_head.weight": take("lm_head.weight"),
@@ -185,7 +198,7 @@ def _to_task_state(tensors: dict[str, Tensor], layout: Layout, per_stack: int, f
             if layout == "published":
                 fused = take(src + "attn.gqkv_proj.weight")
                 if fused.shape[0] % 4:
-                    raise ValueError(f"{where}: {src}attn.gqkv_proj.weight has {fused.shape[0]} rows, not 4·d")
+                    raise HrmkitInputError(f"{where}: {src}attn.gqkv_proj.weight has {fused.shape[0]} rows, not 4·d")
                 parts = list(fused.chunk(4, dim=0))
                 o = take(src + "attn.o_proj.weight")
                 gate_up = take(src + "mlp.gate_up_proj.weight")
@@ -202,8 +215,8 @@ def _to_task_state(tensors: dict[str, Tensor], layout: Layout, per_stack: int, f
             out[dst + "mlp.down_proj.weight"] = take(src + "mlp.down_proj.weight")
     if left:
         shown = ", ".join(sorted(left)[:5]) + (" ..." if len(left) > 5 else "")
-        raise ValueError(f"{where}: {len(left)} tensors not used by an hrm_text model with {per_stack} layers per "
-                         f"stack ({shown}); is num_hidden_layers / num_layers_per_stack right?")
+        raise HrmkitInputError(f"{where}: {len(left)} tensors not used by an hrm_text model with {per_stack} layers "
+                               f"per stack ({shown}); is num_hidden_layers / num_layers_per_stack right?")
     return out
 
 
@@ -211,13 +224,13 @@ def _load_into(task: TextTask, state: dict[str, Tensor], where: Path) -> None:
     own = task.state_dict()
     for key, value in state.items():
         if key not in own:
-            raise ValueError(f"{where}: tensor maps to {key!r}, which the TextTask does not have")
+            raise HrmkitInputError(f"{where}: tensor maps to {key!r}, which the TextTask does not have")
         if tuple(own[key].shape) != tuple(value.shape):
-            raise ValueError(f"{where}: shape mismatch for {key}: file {tuple(value.shape)}, model "
-                             f"{tuple(own[key].shape)} (check hidden_size / intermediate_size / vocab_size)")
+            raise HrmkitInputError(f"{where}: shape mismatch for {key}: file {tuple(value.shape)}, model "
+                                   f"{tuple(own[key].shape)} (check hidden_size / intermediate_size / vocab_size)")
     missing = [k for k in own if k not in state]
     if missing:
-        raise ValueError(f"{where}: the file does not fill {missing[:5]}")
+        raise HrmkitInputError(f"{where}: the file does not fill {missing[:5]}")
     task.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
@@ -277,8 +290,8 @@ def _check_exportable(task: TextTask) -> Any:
         if attn is not None and not attn.gated:
             problems.append("gated_attn=False (needs the sigmoid output gate)")
     if problems:
-        raise ValueError("export_hf: the hrm_text format describes HRM-Text models only; this task has "
-                         + "; ".join(problems))
+        raise HrmkitInputError("export_hf: the hrm_text format describes HRM-Text models only; this task has "
+                               + "; ".join(problems))
     return core
 
 
@@ -341,13 +354,7 @@ def export_hf(task: TextTask, out_dir: str | os.PathLike, layout: Layout = "publ
         save_file(_export_tensors(task, layout, _DTYPES[dtype]), str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "previous")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

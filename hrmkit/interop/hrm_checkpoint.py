@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from hrmkit.errors import HrmkitInputError
+
 _PREFIX = re.compile(r"^(?:_orig_mod\.)?(?:model\.)?inner\.")
 _LAYER = re.compile(r"^(H|L)_level\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.weight$")
 _FIXED = {
@@ -52,7 +54,7 @@ def convert_hrm_state_dict(reference: dict[str, Tensor]) -> dict[str, Tensor]:
         out[f"core.{level}.layers.{idx}.{sub}.{proj}.weight"] = value
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise ValueError(f"not an HRM ACT v1 state dict: {len(unknown)} unexpected keys ({shown})")
+        raise HrmkitInputError(f"not an HRM ACT v1 state dict: {len(unknown)} unexpected keys ({shown})")
     return out
 
 
@@ -69,19 +71,19 @@ def load_hrm_checkpoint(task: torch.nn.Module, source: str | Path | dict[str, Te
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+            raise HrmkitInputError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
     converted = convert_hrm_state_dict(source)
     own = task.state_dict()
     for key, value in converted.items():
         if key not in own:
-            raise ValueError(f"checkpoint key maps to {key!r}, which this model does not have (is its core `hrm` "
-                             "with separate H/L stacks and fused qkv, and does it have a puzzle embedding?)")
+            raise HrmkitInputError(f"checkpoint key maps to {key!r}, which this model does not have (is its core `hrm` "
+                                   "with separate H/L stacks and fused qkv, and does it have a puzzle embedding?)")
         if own[key].shape != value.shape:
-            raise ValueError(f"shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
-                             f"model {tuple(own[key].shape)}")
+            raise HrmkitInputError(f"shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
+                                   f"model {tuple(own[key].shape)}")
     missing = [k for k in own if k not in converted and not k.startswith("val_")]
     if strict and missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} of this model's tensors: {', '.join(missing[:5])}")
+        raise HrmkitInputError(f"the checkpoint lacks {len(missing)} of this model's tensors: {', '.join(missing[:5])}")
     with torch.no_grad():
         for key, value in converted.items():
             own[key].copy_(value.to(own[key].dtype))

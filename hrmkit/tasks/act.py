@@ -8,11 +8,13 @@ reference). The local batch size is therefore constant, and a sequence's segment
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from hrmkit.cores.base import State
+from hrmkit.errors import HrmkitInputError
 
 
 @dataclass
@@ -44,6 +46,31 @@ class ACTCarry:
             else:
                 self.data[key] = torch.where(h.view(-1, *([1] * (new.dim() - 1))), new, old)
         self.steps = torch.where(h, torch.zeros_like(self.steps), self.steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue every slot's puzzle: states, step counters, halted flags
+        and the current data of each slot (tensors only, so it loads with ``weights_only=True``)."""
+        return {"state": dict(self.state), "steps": self.steps, "halted": self.halted, "data": dict(self.data)}
+
+    @classmethod
+    def from_state_dict(cls, state: Any, where: str) -> ACTCarry:
+        """The carry saved by :meth:`state_dict`; a malformed one is rejected naming ``where`` and the field."""
+        if not isinstance(state, dict) or not {"state", "steps", "halted", "data"} <= set(state):
+            raise HrmkitInputError(f"{where}: expected a dict with state, steps, halted and data, got "
+                                   f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        b = state["halted"].shape[0] if isinstance(state["halted"], Tensor) else -1
+        tensors = {"steps": state["steps"], "halted": state["halted"],
+                   **{f"state.{k}": v for k, v in state["state"].items()},
+                   **{f"data.{k}": v for k, v in state["data"].items()}}
+        for name, value in tensors.items():
+            if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != b:
+                raise HrmkitInputError(f"{where}: field {name!r}: expected a tensor with {b} slots, got "
+                                       f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}")
+        return cls(state=dict(state["state"]), steps=state["steps"], halted=state["halted"], data=dict(state["data"]))
+
+    def to(self, device: torch.device) -> ACTCarry:
+        return ACTCarry(state={k: v.to(device) for k, v in self.state.items()}, steps=self.steps.to(device),
+                        halted=self.halted.to(device), data={k: v.to(device) for k, v in self.data.items()})
 
     def reset_state(self, fresh: State) -> State:
         """The core state to run from: fresh for halted slots, carried for the rest."""

@@ -28,6 +28,9 @@ from hrmkit.parallel import parallelize
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
+from hrmkit.tasks.voting import VOTE_RULES, VoteRule
+from hrmkit.tasks.voting import vote as vote_samples
+from hrmkit.transfer import configure_init
 
 Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -38,10 +41,13 @@ class PuzzleTask(L.LightningModule):
                  num_puzzle_identifiers: int | None = None,
                  puzzle_emb_len: int = 1, puzzle_emb_ndim: int | None = None, halting: Halting = "hrm",
                  halt_max_steps: int = 16, halt_exploration_prob: float = 0.1, eval_segments: int | None = None,
+                 num_samples: int = 1, vote: VoteRule = "answer",
                  loss: LossType = "stablemax", loss_dtype: Literal["float64", "float32"] = "float64",
                  lr: float = 1e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
                  puzzle_emb_lr: float = 1e-2, puzzle_emb_weight_decay: float = 0.1, warmup_steps: int = 2000,
-                 lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None) -> None:
+                 lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None,
+                 init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
+                 init_strict: bool = True) -> None:
         """
         Args:
             core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
@@ -57,6 +63,9 @@ class PuzzleTask(L.LightningModule):
             halt_max_steps: M_max, segments before a sequence is forced to halt.
             halt_exploration_prob: ε: probability of drawing a random minimum segment count in training.
             eval_segments: segments run at evaluation (default halt_max_steps).
+            num_samples: trajectories sampled per puzzle at evaluation (width scaling); > 1 needs a core whose
+                forward is stochastic (``core.stochastic``). Their answers are voted; see :mod:`hrmkit.tasks.voting`.
+            vote: ``answer`` (whole-answer majority, ties by mean q_halt) or ``position`` (per-position majority).
             loss: ``stablemax`` (reference default for small-sample runs) or ``softmax`` cross-entropy.
             loss_dtype: dtype of the token loss (float64 as the reference, float32 is faster).
             lr: AdamATan2 learning rate for all parameters.
@@ -68,6 +77,12 @@ class PuzzleTask(L.LightningModule):
             lr_min_ratio: cosine floor after warmup (1.0 = constant, the reference default).
             num_tags: how many dataset tags (difficulty levels, sources) evaluation keeps apart.
             tag_names: names of those tags for logging (default: the datamodule's metadata, else numbers).
+            init_from: start from a trained model's weights (not a resume: no optimizer or step state): a task
+                checkpoint (.ckpt, puzzle or text) or an HF hrm_text directory. Its core is copied exactly (strict
+                shape check, see :mod:`hrmkit.transfer`); embeddings and heads too when it is a PuzzleTask.
+            freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``, ``net``) or a task layer.
+            reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``puzzle_emb``).
+            init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -76,6 +91,13 @@ class PuzzleTask(L.LightningModule):
             raise ValueError(f"halting must be 'hrm', 'trm' or 'none', got {halting!r}")
         if halt_max_steps < 1:
             raise ValueError(f"halt_max_steps must be >= 1, got {halt_max_steps}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_samples > 1 and not core.stochastic:
+            raise ValueError(f"num_samples={num_samples} needs a stochastic core, but {type(core).__name__} is "
+                             "deterministic (every trajectory would be identical); use num_samples=1")
+        if vote not in VOTE_RULES:
+            raise ValueError(f"vote must be one of {VOTE_RULES}, got {vote!r}")
         if loss_dtype not in _LOSS_DTYPES:
             raise ValueError(f"loss_dtype must be 'float64' or 'float32', got {loss_dtype!r}")
         self.save_hyperparameters(ignore=["core"])
@@ -102,6 +124,7 @@ class PuzzleTask(L.LightningModule):
         self.eval_segments = eval_segments or halt_max_steps
         self.loss_dtype = _LOSS_DTYPES[loss_dtype]
         self.carry: ACTCarry | None = None
+        self._act_rng: torch.Generator | None = None  # exploration draws; saved in checkpoints for exact resume
         self.last_act: dict[str, Tensor | None] = {}  # the last training step's halting decisions (ACT statistics)
         self._emb_opt: SparseSignSGD | None = None
         self._emb_sched: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -110,6 +133,8 @@ class PuzzleTask(L.LightningModule):
         self.val_exact_acc_halted = TaggedMean(num_tags)
         self.val_segments_halted = TaggedMean(num_tags)
         self.val_q_halt_acc = TaggedMean(num_tags)
+        self.val_exact_acc_any = TaggedMean(num_tags)  # with num_samples > 1: some trajectory solved it
+        self.val_exact_acc_single = TaggedMean(num_tags)  # with num_samples > 1: the first trajectory alone
 
     def _build_io(self, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
         """Token embedding, puzzle-embedding table and LM head: the parts whose sizes come from the dataset."""
@@ -123,11 +148,13 @@ class PuzzleTask(L.LightningModule):
         self.hparams.update(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers)
 
     def configure_model(self) -> None:
-        """Size the dataset-dependent layers, then let the strategy preset shard / compile (hrmkit.parallel)."""
-        self._size_from_metadata()
+        """Size the dataset-dependent layers, apply ``init_from`` / ``freeze`` (:mod:`hrmkit.transfer`), then let the
+        strategy preset shard / compile (:mod:`hrmkit.parallel`)."""
+        self._configure_io()
+        configure_init(self)
         parallelize(self)
 
-    def _size_from_metadata(self) -> None:
+    def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         meta = getattr(dm, "metadata", None)
@@ -173,9 +200,16 @@ class PuzzleTask(L.LightningModule):
         q = self.q_head(out[:, 0].float())
         return logits, q[:, 0], q[:, 1]
 
-    def segment(self, x: Tensor, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
-        state, out = self.core(x, state, AttnSpec("bidirectional"))
+    def segment(self, x: Tensor, state: dict[str, Tensor], targets: Tensor | None = None
+                ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        state, out = self.core(x, state, AttnSpec("bidirectional"), targets=targets)
         return (state, *self.heads(out))
+
+    def embed_targets(self, labels: Tensor) -> Tensor:
+        """Labels embedded like inputs (ignored positions as token 0, a zero puzzle prefix): the teacher signal for
+        cores that read ``ctx.targets`` in training (an amortised posterior)."""
+        tokens = self.embed_tokens(torch.where(labels == IGNORE, 0, labels))
+        return F.pad(tokens, (0, 0, self.prefix_len, 0)) * self.embed_scale
 
     @torch.no_grad()
     def predict(self, inputs: Tensor, puzzle_ids: Tensor | None = None,
@@ -205,10 +239,12 @@ class PuzzleTask(L.LightningModule):
         data = carry.data
         x = self.embed(data["inputs"], data["puzzle_identifiers"])
         state = carry.reset_state(self.core.initial_state(x))
-        new_state, logits, q_halt, q_cont = self.segment(x, state)
+        labels = data["labels"]
+        targets = self.embed_targets(labels) if self.core.uses_targets else None
+        new_state, logits, q_halt, q_cont = self.segment(x, state, targets)
+        aux_losses = dict(self.core.aux_losses)  # read before the bootstrap pass below overwrites them
         new_state = {k: v.detach() for k, v in new_state.items()}
 
-        labels = data["labels"]
         with torch.no_grad():
             steps = carry.steps + 1
             is_last = steps >= hp.halt_max_steps
@@ -216,11 +252,11 @@ class PuzzleTask(L.LightningModule):
             if hp.halting != "none" and hp.halt_max_steps > 1:
                 wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
                 min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
-                                                  labels.device)
+                                                  torch.device("cpu"), self._exploration_rng()).to(labels.device)
                 halted = (is_last | wants_halt) & (steps >= min_steps)
             target_q_cont = None
             if hp.halting == "hrm" and hp.halt_max_steps > 1:
-                _, _, next_halt, next_cont = self.segment(x, new_state)
+                _, _, next_halt, next_cont = self.segment(x, new_state, targets)
                 target_q_cont = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont)))
 
         per_token = token_loss(hp.loss, logits, labels, self.loss_dtype)
@@ -237,6 +273,8 @@ class PuzzleTask(L.LightningModule):
             total = total + 0.5 * q_cont_loss.to(lm_loss.dtype)
         b = labels.shape[0]
         loss = total / b  # DDP averages over ranks: the gradient is "sum over global batch / global batch"
+        for value in aux_losses.values():  # the core's own terms (e.g. a KL), already batch means
+            loss = loss + value.to(loss.dtype)
 
         carry.state, carry.steps, carry.halted = new_state, steps, halted
         self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
@@ -256,6 +294,9 @@ class PuzzleTask(L.LightningModule):
                 "train/halted_frac": done.float().mean(),
             }, prog_bar=False, on_step=True, on_epoch=False)
             self.log("train/exact", (seq_correct & done).sum() / n, prog_bar=True, on_step=True, on_epoch=False)
+            if aux_losses:
+                self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
+                              on_epoch=False)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -288,13 +329,30 @@ class PuzzleTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
         return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def _exploration_rng(self) -> torch.Generator:
+        """The task's own (CPU) generator for ACT exploration, seeded once from the global one: unlike the global
+        generator it is not advanced by dataloader iterators, so a resumed run redraws exactly the same numbers."""
+        if self._act_rng is None:
+            self._act_rng = torch.Generator()
+            self._act_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        return self._act_rng
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._emb_opt is not None:
             checkpoint["puzzle_emb_optimizer"] = self._emb_opt.state_dict()
             checkpoint["puzzle_emb_scheduler"] = self._emb_sched.state_dict()
+        if self.carry is not None:
+            checkpoint["act_carry"] = self.carry.state_dict()
+        if self._act_rng is not None:
+            checkpoint["act_rng"] = self._act_rng.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
+        carry = checkpoint.get("act_carry")
+        self.carry = ACTCarry.from_state_dict(carry, "checkpoint field 'act_carry'") if carry is not None else None
+        if checkpoint.get("act_rng") is not None:
+            self._act_rng = torch.Generator()
+            self._act_rng.set_state(checkpoint["act_rng"])
 
     def on_fit_start(self) -> None:
         fresh_metric_states(self)
@@ -303,15 +361,20 @@ class PuzzleTask(L.LightningModule):
             self._emb_opt.load_state_dict(pending[0])
             self._emb_sched.load_state_dict(pending[1])
         self._pending_emb_state = None
+        if self.carry is not None:
+            self.carry = self.carry.to(self.device)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Run ``eval_segments`` segments from a fresh state; also keep each sequence's answer at its first halt."""
+        """Run ``eval_segments`` segments from a fresh state; also keep each sequence's answer at its first halt.
+        With ``num_samples`` N > 1, N trajectories run per puzzle and their answers are voted."""
         hp = self.hparams
         inputs, labels = batch["inputs"], batch["labels"]
         x = self.embed(inputs, batch["puzzle_identifiers"])
+        if hp.num_samples > 1:  # sample-major rows: row s·B + j is trajectory s of puzzle j
+            x = x.repeat(hp.num_samples, 1, 1)
         state = self.core.initial_state(x)
-        b = inputs.shape[0]
+        b = x.shape[0]
         halted_at = torch.full((b,), self.eval_segments, dtype=torch.long, device=inputs.device)
         halted_pred = None
         for seg in range(1, self.eval_segments + 1):
@@ -326,14 +389,24 @@ class PuzzleTask(L.LightningModule):
                 halted_pred = torch.where((halted_at >= seg).unsqueeze(-1), pred, halted_pred)
             else:
                 halted_pred = pred
+        samples = None
+        if hp.num_samples > 1:
+            samples, q_all = pred.view(hp.num_samples, *labels.shape), q_halt.view(hp.num_samples, -1)
+            pred = vote_samples(samples, q_all, hp.vote)
+            halted_pred = vote_samples(halted_pred.view_as(samples), q_all, hp.vote)
+            halted_at, q_halt = halted_at.view_as(q_all).float().mean(0), q_all.mean(0)
         mask = labels != IGNORE
         counts = mask.sum(-1)
         correct = mask & (pred == labels)
         seq_correct = (correct.sum(-1) == counts) & (counts > 0)
         halted_correct = ((mask & (halted_pred == labels)).sum(-1) == counts) & (counts > 0)
-        return {"pred": pred, "token_acc": correct.sum(-1).float() / counts.clamp_min(1), "exact": seq_correct,
-                "exact_halted": halted_correct, "segments_halted": halted_at, "q_halt": q_halt,
-                "q_halt_correct": (q_halt >= 0) == seq_correct}
+        result = {"pred": pred, "token_acc": correct.sum(-1).float() / counts.clamp_min(1), "exact": seq_correct,
+                  "exact_halted": halted_correct, "segments_halted": halted_at, "q_halt": q_halt,
+                  "q_halt_correct": (q_halt >= 0) == seq_correct}
+        if samples is not None:
+            each = ((mask & (samples == labels)).sum(-1) == counts) & (counts > 0)  # [N, B]
+            result.update(samples=samples, exact_any=each.any(0), exact_single=each[0])
+        return result
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         r = self._evaluate(batch)
@@ -344,11 +417,17 @@ class PuzzleTask(L.LightningModule):
         self.val_exact_acc_halted.update(r["exact_halted"], valid, tag)
         self.val_segments_halted.update(r["segments_halted"], valid, tag)
         self.val_q_halt_acc.update(r["q_halt_correct"], valid, tag)
+        if "samples" in r:
+            self.val_exact_acc_any.update(r["exact_any"], valid, tag)
+            self.val_exact_acc_single.update(r["exact_single"], valid, tag)
 
     def on_validation_epoch_end(self) -> None:
         metrics = {"val/exact_acc": self.val_exact_acc, "val/token_acc": self.val_token_acc,
                    "val/exact_acc_halted": self.val_exact_acc_halted,
                    "val/segments_halted": self.val_segments_halted, "val/q_halt_acc": self.val_q_halt_acc}
+        if self.hparams.num_samples > 1:
+            metrics.update({"val/exact_acc_any": self.val_exact_acc_any,
+                            "val/exact_acc_single": self.val_exact_acc_single})
         values = {name: m.compute() for name, m in metrics.items()}
         per_tag = self.val_exact_acc.per_tag()
         names = self._tag_names()

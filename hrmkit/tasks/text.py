@@ -38,6 +38,7 @@ from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
 from hrmkit.parallel import parallelize
 from hrmkit.tasks.metrics import fresh_metric_states
+from hrmkit.transfer import configure_init
 
 Objective = Literal["response", "full"]
 AttentionKind = Literal["prefixlm", "causal"]
@@ -50,7 +51,9 @@ class TextTask(L.LightningModule):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, objective: Objective = "response",
                  attention: AttentionKind = "prefixlm", lr: float = 2.2e-4, betas: tuple[float, float] = (0.9, 0.95),
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
-                 min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None) -> None:
+                 min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None,
+                 init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
+                 init_strict: bool = True) -> None:
         """
         Args:
             core: any registered core, e.g. ``build_core("hrm", "text-XL")`` (YAML ``class_path`` + ``init_args``;
@@ -73,6 +76,12 @@ class TextTask(L.LightningModule):
             pad_id: the padding token id (used by generation and interop; padding is never supervised).
             embedding_scale: embedding output multiplier; None = √d (HRM-Text). Imported HF configs may carry
                 another value (``embedding_scale = 1 / initializer_range``).
+            init_from: start from a trained model's weights (not a resume: no optimizer or step state): a task
+                checkpoint (.ckpt, puzzle or text) or an HF hrm_text directory. Its core is copied exactly (strict
+                shape check, see :mod:`hrmkit.transfer`); embedding and head too when it is a TextTask.
+            freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``) or a task layer (``embed_tokens``).
+            reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``lm_head``).
+            init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -127,6 +136,7 @@ class TextTask(L.LightningModule):
         elif data_vocab is not None and int(data_vocab) > self.hparams.vocab_size:
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
+        configure_init(self)
         parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
 
     # -- model ----------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
+from hrmkit.errors import HrmkitInputError
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -40,7 +41,7 @@ SPLITS = ("train", "test")
 DEFAULT_CHUNK_BYTES = "8MB"
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(HrmkitInputError):
     """A dataset file or source record breaks the format; the message names the file and the record or field."""
 
 

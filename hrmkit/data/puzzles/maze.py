@@ -28,6 +28,7 @@ from hrmkit.data.puzzles.format import (
     check_output_dir,
     write_puzzle_dataset,
 )
+from hrmkit.errors import reading
 
 CHARSET = "# SGo"
 PAD_ID = 0
@@ -272,7 +273,7 @@ def generate_mazes(n: int, seed: int | Sequence[int] = 0, size: int = 30, min_pa
 def read_maze_csv(path: str | Path) -> Iterator[Maze]:
     """Rows of a Maze-Hard CSV (``source,question,answer,rating``), each validated; errors name file and line."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8") as f, reading(path):
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != CSV_HEADER:

@@ -35,6 +35,7 @@ from hrmkit.data.puzzles.format import (
     check_output_dir,
     write_puzzle_dataset,
 )
+from hrmkit.errors import reading
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +469,7 @@ def read_sudoku_csv(path: str | Path, min_rating: float | None = None) -> tuple[
     codes: dict[str, int] = {}
     sources, ratings, lines = array("l"), array("d"), array("l")
     qchars, achars = set(".123456789"), set("123456789")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f, reading(path):
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != _CSV_HEADER:

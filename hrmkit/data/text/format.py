@@ -5,6 +5,8 @@ Layout::
     <out>/metadata.json     TextMetadata (validated on load)
     <out>/tokenizer.json    the tokenizer the ids came from (absent for a data_io import without one)
     <out>/train/, <out>/val/  LitData optimized chunks, one sample per record
+    <out>/<split>/sample_lengths.npy  int32 [samples]: every sample's token count in stored order (multipack plans
+                                      the ranks' batches from it without reading the samples)
 
 One stored sample::
 
@@ -32,17 +34,19 @@ import numpy as np
 
 from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
+from hrmkit.errors import HrmkitInputError
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
+LENGTHS_FILE = "sample_lengths.npy"
 SPLITS = ("train", "val")
 #: Why a record can be left out of a dataset (counted in ``metadata.dropped``).
 DROP_REASONS = ("empty_response", "short_response", "too_long")
 DEFAULT_CHUNK_BYTES = "16MB"
 
 
-class TextFormatError(ValueError):
+class TextFormatError(HrmkitInputError):
     """A text dataset file or a source record breaks the format; the message names the file and the record/field."""
 
 
@@ -227,6 +231,27 @@ def tokenizer_path(data_dir: str | os.PathLike, meta: TextMetadata) -> Path | No
     return None if meta.tokenizer_file is None else Path(data_dir) / meta.tokenizer_file
 
 
+def read_sample_lengths(data_dir: str | os.PathLike, split: str, meta: TextMetadata) -> np.ndarray:
+    """Every sample's token count of ``split`` in stored order, checked against the metadata. Datasets built before
+    hrmkit wrote ``sample_lengths.npy`` are scanned once (slow for large sets: rebuilding writes the file)."""
+    stats = meta.split(split)
+    path = text_split_dir(data_dir, split) / LENGTHS_FILE
+    if path.is_file():
+        try:
+            lengths = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise TextFormatError(f"{path}: not a readable .npy array ({e}); rebuild the dataset") from e
+    else:
+        lengths = np.asarray([int(np.asarray(s["ids"]).size) for s in iter_samples(data_dir, split)], dtype=np.int64)
+    if lengths.ndim != 1 or lengths.shape[0] != stats.samples or not np.issubdtype(lengths.dtype, np.integer):
+        raise TextFormatError(f"{path}: expected {stats.samples} integer sample lengths (metadata splits.{split}."
+                              f"samples), got shape {lengths.shape} of {lengths.dtype}; rebuild the dataset")
+    if int(lengths.sum()) != stats.tokens or (lengths.size and int(lengths.min()) < 1):
+        raise TextFormatError(f"{path}: the lengths sum to {int(lengths.sum())} tokens but metadata splits.{split}."
+                              f"tokens is {stats.tokens} (or a length is < 1); rebuild the dataset")
+    return lengths.astype(np.int64)
+
+
 def iter_samples(data_dir: str | os.PathLike, split: str) -> Any:
     """Every stored sample of ``split`` in on-disk order (tests, inspection; training uses the data module)."""
     from litdata import StreamingDataset
@@ -264,11 +289,14 @@ class _SplitWriter:
 
         self.writer = BinaryWriter(str(path), chunk_bytes=chunk_bytes)
         self.dtype = dtype
+        self.path = path
         self.samples = self.tokens = self.response_tokens = self.max_len = self.truncated = 0
+        self.lengths: list[int] = []
 
     def add(self, ids: np.ndarray, prefix_len: int, truncated: bool) -> None:
         self.writer[self.samples] = {"ids": np.ascontiguousarray(ids, dtype=self.dtype), "prefix_len": int(prefix_len)}
         self.samples += 1
+        self.lengths.append(len(ids))
         self.tokens += len(ids)
         self.response_tokens += len(ids) - prefix_len
         self.max_len = max(self.max_len, len(ids))
@@ -279,6 +307,7 @@ class _SplitWriter:
             return None
         self.writer.done()
         self.writer.merge()
+        np.save(self.path / LENGTHS_FILE, np.asarray(self.lengths, dtype=np.int32))
         return TextSplitStats(samples=self.samples, tokens=self.tokens, response_tokens=self.response_tokens,
                               max_sample_len=self.max_len, truncated=self.truncated)
 

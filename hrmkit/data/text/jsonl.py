@@ -30,6 +30,7 @@ from hrmkit.data.text.format import (
     fit_sample,
 )
 from hrmkit.data.text.tokenizer import Tokenizer, TokenizerError, load_tokenizer, parse_condition
+from hrmkit.errors import reading
 
 BUILDER_VERSION = 1
 DEFAULT_VAL_FRACTION = 0.01
@@ -85,7 +86,7 @@ def iter_records(paths: Sequence[str | os.PathLike],
                  default_condition: tuple[str, ...] = ()) -> Iterator[TextRecord]:
     """Every record of the files in order, validated (blank lines skipped)."""
     for path in paths:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f, reading(path):
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
                     yield parse_record(line, f"{path}:{line_no}", default_condition)

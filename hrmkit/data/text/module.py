@@ -4,8 +4,12 @@ Training streams the train split with LitData (shuffled, seeded) into a :class:`
 samples into batches of exactly ``tokens_per_batch`` tokens (the batch contract is in ``hrmkit.data.text.packing``).
 The sample stream runs on from one data epoch into the next; each Lightning epoch hands out a fixed number of
 batches, ``train tokens per device // tokens_per_batch``, so every DDP rank makes the same number of steps even though
-its samples differ (a Lightning epoch is therefore slightly less than one pass: the padding). Under DDP, LitData gives
-each rank a disjoint share of the samples and each rank packs its own share.
+its samples differ (a Lightning epoch is therefore slightly less than one pass: the padding).
+
+Two packings (``packing``): ``stream`` (default) — LitData gives each rank a disjoint share of the samples and each
+rank packs its own share with a lookahead window (fullest batches, each rank independent); ``multipack`` — the
+reference's rank-aware sampler (:mod:`hrmkit.data.text.multipack`): all ranks plan the same steps over one global
+order and each packs its bin, so a step's ranks hold balanced, disjoint parts of the same stretch of the stream.
 
 The train loader is stateful: its state (LitData position plus the samples waiting in the packer) travels in the
 Trainer checkpoint, so a resumed run continues with exactly the batches the uninterrupted run would have seen.
@@ -17,17 +21,25 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 from litdata import StreamingDataLoader, StreamingDataset
 
-from hrmkit.data.text.format import TextMetadata, read_text_metadata, text_split_dir, tokenizer_path
+from hrmkit.data.text.format import (
+    TextMetadata,
+    read_sample_lengths,
+    read_text_metadata,
+    text_split_dir,
+    tokenizer_path,
+)
+from hrmkit.data.text.multipack import MultipackTextLoader
 from hrmkit.data.text.packing import StreamPacker, pack_batch
 
 _STATE_VERSION = 1
 DEFAULT_LOOKAHEAD_BATCHES = 4
+Packing = Literal["stream", "multipack"]
 
 
 def _single(items: list[Any]) -> Any:
@@ -183,7 +195,7 @@ class TextDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str, tokens_per_batch: int = 4096, num_workers: int = 0, seed: int = 0,
-                 lookahead_batches: int = DEFAULT_LOOKAHEAD_BATCHES) -> None:
+                 lookahead_batches: int = DEFAULT_LOOKAHEAD_BATCHES, packing: Packing = "stream") -> None:
         """
         Args:
             data_dir: a built text dataset (``metadata.json``, ``train/``, optional ``val/``).
@@ -191,7 +203,10 @@ class TextDataModule(L.LightningDataModule):
             num_workers: loader worker processes (keep it fixed within a run: the sample order depends on it).
             seed: seeds the sample order.
             lookahead_batches: samples the packer may look ahead, in batches' worth of tokens (more: fuller batches,
-                less: closer to the shuffled order).
+                less: closer to the shuffled order). ``stream`` packing only.
+            packing: ``stream`` (each rank packs its own LitData share) or ``multipack`` (the reference's rank-aware
+                plan over one global order; reads samples by index in the main process, so ``num_workers`` only
+                affects validation).
         """
         super().__init__()
         if tokens_per_batch < 2:
@@ -200,12 +215,15 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if lookahead_batches < 1:
             raise ValueError(f"lookahead_batches must be >= 1, got {lookahead_batches}")
+        if packing not in ("stream", "multipack"):
+            raise ValueError(f"TextDataModule.packing must be 'stream' or 'multipack', got {packing!r}")
         self.save_hyperparameters()
         self.data_dir = str(data_dir)
         self.tokens_per_batch = tokens_per_batch
         self.num_workers = num_workers
         self.seed = seed
         self.lookahead_batches = lookahead_batches
+        self.packing = packing
         self._metadata: TextMetadata | None = None
 
     @property
@@ -256,22 +274,31 @@ class TextDataModule(L.LightningDataModule):
                              f"stored sample ({longest} tokens; max_len {self.metadata.max_len}); raise it")
 
     def _world_size(self) -> int:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         return int(trainer.world_size) if trainer is not None else 1
+
+    def _global_rank(self) -> int:
+        trainer = self.trainer
+        return int(trainer.global_rank) if trainer is not None else 0
 
     def _lookahead(self) -> int:
         return self.lookahead_batches * self.tokens_per_batch
 
-    def train_dataloader(self) -> PackedTextLoader:
+    def train_dataloader(self) -> PackedTextLoader | MultipackTextLoader:
         self._check_budget()
         path = str(text_split_dir(self.data_dir, "train"))
         stats = self.metadata.split("train")
+        num_batches = max(1, stats.tokens // self._world_size() // self.tokens_per_batch)
+        if self.packing == "multipack":
+            lengths = read_sample_lengths(self.data_dir, "train", self.metadata)
+            indexed = StreamingDataset(path, shuffle=False, drop_last=False)
+            return MultipackTextLoader(indexed, lengths, self.tokens_per_batch, self.pad_id, self._world_size(),
+                                       self._global_rank(), self.seed, num_batches, where=self.data_dir)
         # Full in-chunk shuffle, decoded one item at a time (as the puzzle loaders: batched decode of a full
         # shuffle decodes a whole window per item).
         ds = StreamingDataset(path, seed=self.seed, shuffle=True, drop_last=True, item_shuffle_window="full",
                               batch_decode=0)
         samples = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
-        num_batches = max(1, stats.tokens // self._world_size() // self.tokens_per_batch)
         return PackedTextLoader(samples, self.tokens_per_batch, self.pad_id, self._lookahead(), num_batches,
                                 where=self.data_dir)
 

@@ -201,29 +201,40 @@ def multipack_step(lengths: Sequence[int], num_ranks: int, capacity: int) -> tup
     return lo, best
 
 
+def multipack_window(lengths: Sequence[int], start: int, num_ranks: int,
+                     capacity: int) -> tuple[int, list[list[int]], bool]:
+    """One multipack step of a stream at position ``start``: the window is the next samples whose lengths sum to at
+    least ``capacity * num_ranks`` (or the rest of the stream, then ``short`` is True); returns how many samples the
+    step takes, one bin of absolute indices per rank (longest first) and ``short``. Needs ``num_ranks`` samples left.
+    """
+    n, end, total = len(lengths), start, 0
+    if n - start < num_ranks:
+        raise ValueError(f"only {n - start} samples left at position {start}, fewer than the {num_ranks} ranks")
+    while end < n and total < capacity * num_ranks:
+        total += int(lengths[end])
+        end += 1
+    m, bins = multipack_step(lengths[start:end], num_ranks, capacity)
+    if m == 0:
+        raise ValueError(f"sample {start} has {int(lengths[start])} tokens, more than the capacity {capacity}")
+    return m, [[start + i for i in b] for b in bins], total < capacity * num_ranks
+
+
 def plan_multipack(lengths: Sequence[int], num_ranks: int, capacity: int,
                    drop_last: bool = True) -> list[list[list[int]]]:
     """A whole epoch of reference multipack steps over ``lengths`` (in stream order): ``plan[step][rank]`` is the
     indices that rank packs at that step. Every rank computes the same plan and takes its own bins
     (:func:`rank_batches`), so bins of one step are disjoint and balanced (loads differ by at most one sample).
 
-    Each step looks at the next window whose lengths sum to at least ``capacity * num_ranks``; the loop stops when
-    fewer samples than ranks remain, and ``drop_last`` drops a final step built from a short (end-of-data) window.
+    Each step is a :func:`multipack_window`; the loop stops when fewer samples than ranks remain, and ``drop_last``
+    drops a final step built from a short (end-of-data) window.
     """
     if num_ranks < 1 or capacity < 1:
         raise ValueError(f"need num_ranks >= 1 and capacity >= 1, got {num_ranks} and {capacity}")
     steps: list[list[list[int]]] = []
-    start, n, short = 0, len(lengths), False
-    while n - start >= num_ranks:
-        end, total = start, 0
-        while end < n and total < capacity * num_ranks:
-            total += int(lengths[end])
-            end += 1
-        short = total < capacity * num_ranks
-        m, bins = multipack_step(lengths[start:end], num_ranks, capacity)
-        if m == 0:
-            raise ValueError(f"sample {start} has {int(lengths[start])} tokens, more than the capacity {capacity}")
-        steps.append([[start + i for i in b] for b in bins])
+    start, short = 0, False
+    while len(lengths) - start >= num_ranks:
+        m, bins, short = multipack_window(lengths, start, num_ranks, capacity)
+        steps.append(bins)
         start += m
     if drop_last and steps and short:
         steps.pop()

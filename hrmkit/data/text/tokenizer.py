@@ -28,6 +28,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from hrmkit.errors import HrmkitInputError
+
 #: The reference's special tokens, in id order (ids 0..13 are named by the spec; the rest are reserved slots).
 NAMED_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|PAD|>", "<|direct|>", "<|cot|>", "<|noisy|>", "<|synth|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
@@ -58,7 +60,7 @@ GPT4_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p
 VOCAB_MULTIPLE = 256
 
 
-class TokenizerError(ValueError):
+class TokenizerError(HrmkitInputError):
     """A tokenizer file or a tokenizer argument is unusable; the message names the file or the argument."""
 
 

@@ -1,0 +1,22 @@
+"""A callback for the reliability tests' subprocesses: kill this process hard in the middle of a chosen step."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+
+class KillAtStep(Callback):
+    """SIGKILL (or another signal) the process after the backward of training step ``step`` (0-based global step),
+    before its optimizer step and before its checkpoint: the worst moment, with work done and nothing saved."""
+
+    def __init__(self, step: int = -1, signum: int = int(signal.SIGKILL)) -> None:
+        self.step = step
+        self.signum = signum
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
