@@ -15,13 +15,14 @@ was when the checkpoint was saved. The NumPy state is stored as a tensor so the 
 from __future__ import annotations
 
 import random
-import warnings
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from hrmkit.checkpointing import gather_per_rank, pick_rank
 
 
 def capture_rng() -> dict[str, Any]:
@@ -56,24 +57,10 @@ class RNGState(Callback):
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        mine = capture_rng()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            states: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(states, mine)
-            return {"ranks": states}
-        return {"ranks": [mine]}
+        return {"ranks": gather_per_rank(capture_rng())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        ranks = state_dict.get("ranks") or []
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            else 0
-        if rank >= len(ranks):
-            warnings.warn(f"RNGState: the checkpoint holds RNG states of {len(ranks)} process(es), this is rank "
-                          f"{rank}; it keeps its freshly seeded generators (the resumed run is not bit-exact)",
-                          stacklevel=2)
-            self._pending = None
-            return
-        self._pending = ranks[rank]
+        self._pending = pick_rank(state_dict.get("ranks") or [], "RNGState")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrmkit.checkpointing import gather_per_rank, pick_rank
 from hrmkit.cores.base import RecursiveCore, core_from_config
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
@@ -341,18 +342,20 @@ class PuzzleTask(L.LightningModule):
         if self._emb_opt is not None:
             checkpoint["puzzle_emb_optimizer"] = self._emb_opt.state_dict()
             checkpoint["puzzle_emb_scheduler"] = self._emb_sched.state_dict()
-        if self.carry is not None:
-            checkpoint["act_carry"] = self.carry.state_dict()
-        if self._act_rng is not None:
-            checkpoint["act_rng"] = self._act_rng.get_state()
+        # per process (each rank has its own slots and exploration stream); gathered, so collective under DDP/FSDP
+        carry = None if self.carry is None else self.carry.to(torch.device("cpu")).state_dict()
+        rng = None if self._act_rng is None else self._act_rng.get_state()
+        checkpoint["act_carry"] = gather_per_rank(carry)
+        checkpoint["act_rng"] = gather_per_rank(rng)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
-        carry = checkpoint.get("act_carry")
+        carry = pick_rank(checkpoint.get("act_carry", []), "act_carry")
         self.carry = ACTCarry.from_state_dict(carry, "checkpoint field 'act_carry'") if carry is not None else None
-        if checkpoint.get("act_rng") is not None:
+        rng = pick_rank(checkpoint.get("act_rng", []), "act_rng")
+        if rng is not None:
             self._act_rng = torch.Generator()
-            self._act_rng.set_state(checkpoint["act_rng"])
+            self._act_rng.set_state(rng)
 
     def on_fit_start(self) -> None:
         fresh_metric_states(self)
