@@ -603,3 +603,34 @@ def test_lengths_file_is_checked_and_optional(dataset, tmp_path):
         TextDataModule(str(path), packing="random")
     with pytest.raises(ValueError, match="not enough for one multipack step"):
         _loader(path, world=40)
+
+
+def test_two_ddp_processes_take_their_own_multipack_bins(dataset, tmp_path):
+    """Under a real 2-process DDP run each rank packs exactly its bin of the shared plan (world size and rank come
+    from the Trainer; LitData's random access reads the same samples on every rank)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, _ = dataset
+    steps = len(_loader(path, 2, 0)) + 2  # crosses a Lightning epoch
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "_dist_multipack.py"), str(path),
+                           str(tmp_path), str(steps)], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from litdata import StreamingDataset
+
+    from hrmkit.data.text.format import text_split_dir
+
+    meta = read_text_metadata(path)
+    lengths = read_sample_lengths(path, "train", meta)
+    seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    for rank in (0, 1):  # the plan built here, independently of the data module's rank lookup
+        ds = StreamingDataset(str(text_split_dir(path, "train")), shuffle=False, drop_last=False)
+        loader = MultipackTextLoader(ds, lengths, BUDGET, meta.pad_id, 2, rank, 5, steps)
+        assert seen[rank] == [[d.tolist() for d, _ in _docs(b)] for b in loader], rank
+    for a, b in zip(*seen):
+        assert not {tuple(d) for d in a} & {tuple(d) for d in b}  # the ranks' batches of a step are disjoint
