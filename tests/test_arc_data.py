@@ -272,3 +272,21 @@ def test_build_arc_writes_dataset_and_side_files(task_dir, tmp_path_factory):
         for got, want in zip(stored, arc_groups(build, split), strict=True):
             assert np.array_equal(np.asarray(got["inputs"]), want["inputs"])
             assert np.array_equal(np.asarray(got["puzzle_identifiers"]), want["puzzle_identifiers"])
+
+
+def test_oversized_grids_skip_their_task_and_are_counted(tmp_path):
+    from hrmkit.data.puzzles.arc import ArcGridTooLarge, build_arc
+    from hrmkit.data.puzzles.format import read_metadata
+
+    _write(tmp_path / "src" / "training" / "ok.json", {"train": [{"input": [[1]], "output": [[2]]}], "test": []})
+    _write(tmp_path / "src" / "training" / "big.json",
+           {"train": [{"input": [[1] * 31] * 2, "output": [[2]]}], "test": []})
+    with pytest.raises(ArcGridTooLarge, match=r"big\.json.*2x31"):  # reading alone still names the task
+        load_arc_source(str(tmp_path / "src"))
+    with pytest.warns(UserWarning, match=r"skipped 1 ARC task\(s\) with a grid larger than 30x30"):
+        build_arc(str(tmp_path / "ds"), [str(tmp_path / "src")], num_aug=1)
+    meta = read_metadata(tmp_path / "ds")
+    assert meta.builder["skipped_oversized_tasks"] == 1 and meta.num_puzzle_identifiers == 3  # blank + ok x 2
+    (tmp_path / "src" / "training" / "ok.json").unlink()
+    with pytest.raises(ArcFormatError, match="no usable ARC task"), pytest.warns(UserWarning):
+        prepare_arc([str(tmp_path / "src")])

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from hrmkit.callbacks import MagicNormHealth, NonFiniteGuard
 from hrmkit.callbacks.nonfinite import grads_finite, is_finite, nonfinite_names
 from hrmkit.checkpointing import load_checkpoint_file
+from hrmkit.cores import build_core
+from hrmkit.tasks import PuzzleTask
 
 BAD_BATCH = 2  # the batch whose input holds a NaN
 
@@ -130,3 +132,27 @@ def test_degenerate_text_batches_give_a_finite_zero_loss(case):
     loss.backward()
     assert loss.item() == 0.0 and task._step(batch)["count"].item() == 0  # what train/tokens logs
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.parameters())
+
+
+@pytest.mark.parametrize("halting", ["hrm", "trm"])
+def test_all_padding_puzzle_batches_train_without_non_finite_values(halting):
+    """A batch with no supervised cell (all labels ignored) contributes a finite loss, never NaN."""
+    torch.manual_seed(0)
+    core = build_core("hrm", "tiny", max_seq_len=13)
+    task = PuzzleTask(core, vocab_size=6, seq_len=12, num_puzzle_identifiers=4, halting=halting,
+                      halt_max_steps=1, warmup_steps=1)  # every slot restarts each step: the pad batch is all of it
+    good = {"inputs": torch.randint(1, 6, (4, 12)), "labels": torch.randint(1, 6, (4, 12)),
+            "puzzle_identifiers": torch.zeros(4, dtype=torch.long)}
+    pad = {"inputs": torch.zeros(4, 12, dtype=torch.long), "labels": torch.full((4, 12), -100),
+           "puzzle_identifiers": torch.zeros(4, dtype=torch.long)}
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[Record()]).fit(task, DataLoader([good, pad, good, pad],
+                                                                                     batch_size=None))
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses), losses
+    assert all(torch.isfinite(p).all() for p in task.parameters())

