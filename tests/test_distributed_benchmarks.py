@@ -44,3 +44,12 @@ def test_gpu_check_says_there_is_no_gpu_and_dry_runs_on_the_cpu():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "no CUDA GPU detected" in proc.stdout and "dry run OK" in proc.stdout
     assert "sdpa (usable)" in proc.stdout
+
+
+def test_cpu_memory_benchmark_measures_a_step_peak():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/memory_cpu.py"), "--configs", "text-tiny",
+                           "--steps", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = proc.stdout.strip().splitlines()[-1].split()
+    assert row[0] == "text-tiny" and row[1] == "75,776" and float(row[3]) > 0
