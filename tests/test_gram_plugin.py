@@ -106,3 +106,34 @@ def test_sudoku_recipe_trains_and_evaluates_with_sampled_trajectories(tmp_path, 
     assert float(val["val/exact_acc_any"]) >= float(val["val/exact_acc"])
     model = PuzzleTask.load_from_checkpoint(ckpt)  # the plugin core reloads from the checkpoint
     assert type(model.core).__name__ == "GRAM" and model.hparams.num_samples == 4
+
+
+def test_text_task_trains_a_stochastic_core_on_its_elbo():
+    """TextTask honours the same extension points: targets reach the posterior in training, the KL joins the loss,
+    and evaluation runs the prior (no targets, no KL)."""
+    from hrmkit.data.text.packing import pack_batch
+    from hrmkit.tasks.text import TextTask
+
+    rng = torch.Generator().manual_seed(0)
+    samples = [(torch.randint(3, 40, (n,), generator=rng).numpy(), p) for n, p in ((20, 8), (15, 5), (25, 10))]
+    batch = pack_batch(samples, 64, pad_id=0)
+    torch.manual_seed(0)
+    task = TextTask(build_core("gram", "tiny", max_seq_len=64), vocab_size=40)
+    with torch.no_grad():
+        task.core.posterior.weight.normal_(0, 0.05)
+    task.train()
+    losses = []
+    for weight in (1.0, 0.0):
+        task.core.kl_weight = weight
+        torch.manual_seed(3)
+        losses.append(task.training_step(batch, 0))
+    task.core.kl_weight = 1.0
+    torch.manual_seed(3)
+    r = task._step(batch)
+    assert set(r["aux"]) == {"kl"} and r["aux"]["kl"] > 0 and r["aux"]["kl"].requires_grad
+    torch.testing.assert_close(losses[0] - losses[1], r["aux"]["kl"].to(losses[0].dtype), rtol=1e-5, atol=1e-6)
+    losses[0].backward()
+    assert task.core.posterior.weight.grad is not None and task.core.posterior.weight.grad.abs().sum() > 0
+    task.eval()
+    with torch.no_grad():
+        assert task._step(batch)["aux"].get("kl") is None  # the prior alone: nothing to regularise

@@ -144,18 +144,26 @@ class TextTask(L.LightningModule):
         """Scaled token embeddings ``[B, T, d]`` (the HRM-Text core's initial z_H)."""
         return self.embed_tokens(input_ids) * self.embed_scale
 
-    def hidden(self, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None) -> Tensor:
+    def hidden(self, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,
+               targets: Tensor | None = None) -> Tensor:
         """The core's output ``[B, T, d]`` for ``input_ids`` (one full pass of the schedule from a fresh state)."""
         x = self.embed(input_ids)
-        _, out = self.core(x, self.core.initial_state(x), attn, cache)
+        _, out = self.core(x, self.core.initial_state(x), attn, cache, targets=targets)
         return out
 
-    def forward(self, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,
+                targets: Tensor | None = None) -> Tensor:
         """Logits ``[B, T, V]`` at every position (in the compute dtype; the loss casts to fp32).
 
         ``cache`` makes this a generation step: the KV entries of every (module call, layer) grow by ``T``.
+        ``targets`` (training only) is :meth:`embed_targets` for cores that declare ``uses_targets``.
         """
-        return self.lm_head(self.hidden(input_ids, attn, cache))
+        return self.lm_head(self.hidden(input_ids, attn, cache, targets))
+
+    def embed_targets(self, labels: Tensor) -> Tensor:
+        """Each position's next-token label embedded like an input (unsupervised positions as ``pad_id``): the
+        teacher signal a core with ``uses_targets`` reads in training (e.g. an amortised posterior)."""
+        return self.embed(torch.where(labels == IGNORE, self.hparams.pad_id, labels))
 
     # -- batch plumbing -------------------------------------------------------------------------------------------
     @staticmethod
@@ -203,10 +211,12 @@ class TextTask(L.LightningModule):
         return labels
 
     # -- loss and metrics -----------------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.check_batch(batch)
         labels = self.targets(batch)
-        logits = self(batch["input_ids"], self.attn_spec(batch)).float()
+        extra = {"targets": self.embed_targets(labels)} if self.training and self.core.uses_targets else {}
+        logits = self(batch["input_ids"], self.attn_spec(batch), **extra).float()
+        aux = dict(self.core.aux_losses)  # the core's own loss terms of this pass (e.g. a KL), already means
         flat = labels.reshape(-1)
         ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, ignore_index=IGNORE, reduction="sum")
         with torch.no_grad():
@@ -220,7 +230,7 @@ class TextTask(L.LightningModule):
             right = torch.zeros(n_docs, dtype=torch.long, device=flat.device).index_add_(0, doc, correct.long())
             counted = (torch.arange(n_docs, device=flat.device) < _num_samples(batch)) & (supervised > 0)
         return {"ce_sum": ce_sum, "count": count, "correct": correct.sum(),
-                "exact": (counted & (right == supervised)).sum(), "samples": counted.sum()}
+                "exact": (counted & (right == supervised)).sum(), "samples": counted.sum(), "aux": aux}
 
     def _mean_over_ranks(self, value: Tensor) -> Tensor:
         trainer = self._trainer
@@ -236,6 +246,8 @@ class TextTask(L.LightningModule):
         # Σ CE / (mean over ranks of the local count): after DDP's gradient mean this is the global token mean.
         denom = self._mean_over_ranks(r["count"].float()).clamp_min(1.0)
         loss = r["ce_sum"] / denom
+        for value in r["aux"].values():
+            loss = loss + value.to(loss.dtype)
         with torch.no_grad():
             n = r["count"].clamp_min(1)
             # mean over ranks of Σ CE_r / mean count = the global token mean, whatever the world size
@@ -243,6 +255,9 @@ class TextTask(L.LightningModule):
             self.log_dict({"train/token_acc": r["correct"].float() / n,
                            "train/exact_acc": r["exact"].float() / r["samples"].clamp_min(1),
                            "train/tokens": r["count"].float()}, on_step=True, on_epoch=False)
+            if r["aux"]:
+                self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in r["aux"].items()}, on_step=True,
+                              on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
