@@ -15,11 +15,12 @@ that the next ``--ckpt_path last`` trusts, and loading a checkpoint must never r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,13 @@ def check_checkpoint(path: str | os.PathLike) -> None:
         raise CheckpointError(f"{path}: a zip archive but not a PyTorch checkpoint (no data.pkl among {names[:5]})")
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
-    """Check ``path`` and load it with ``weights_only=True`` (plus :data:`SAFE_GLOBALS`): never runs pickled code."""
-    check_checkpoint(path)
+@contextlib.contextmanager
+def _weights_only(path: str | os.PathLike) -> Iterator[None]:
+    """Unpickling under ``weights_only=True`` (plus :data:`SAFE_GLOBALS`), with a refused object or an unreadable
+    file turned into a :class:`CheckpointError` naming ``path``."""
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            yield
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: refused to unpickle a non-tensor object ({first}); hrmkit loads checkpoints "
@@ -125,6 +127,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> d
                               "torch.serialization.add_safe_globals([...])") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: checkpoint cannot be read ({type(e).__name__}: {e})") from None
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Check ``path`` and load it with ``weights_only=True`` (plus :data:`SAFE_GLOBALS`): never runs pickled code."""
+    check_checkpoint(path)
+    with _weights_only(path):
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
     return checkpoint
@@ -166,13 +175,8 @@ def load_task(cls: type[pl.LightningModule], path: str | os.PathLike, map_locati
     """``cls.load_from_checkpoint`` after :func:`check_checkpoint`, with ``weights_only=True`` (plus
     :data:`SAFE_GLOBALS`): what every hrmkit command that reads a trained model uses."""
     check_checkpoint(path)
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to unpickle a non-tensor object ({first}); hrmkit loads checkpoints "
-                              "with weights_only=True") from None
+    with _weights_only(path):
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -350,9 +350,10 @@ class PuzzleTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_emb_state = (checkpoint.get("puzzle_emb_optimizer"), checkpoint.get("puzzle_emb_scheduler"))
-        carry = pick_rank(checkpoint.get("act_carry", []), "act_carry")
+        # absent in checkpoints written before the carry was saved: those start every slot fresh, silently
+        carry = pick_rank(checkpoint["act_carry"], "act_carry") if "act_carry" in checkpoint else None
         self.carry = ACTCarry.from_state_dict(carry, "checkpoint field 'act_carry'") if carry is not None else None
-        rng = pick_rank(checkpoint.get("act_rng", []), "act_rng")
+        rng = pick_rank(checkpoint["act_rng"], "act_rng") if "act_rng" in checkpoint else None
         if rng is not None:
             self._act_rng = torch.Generator()
             self._act_rng.set_state(rng)
