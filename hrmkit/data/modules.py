@@ -16,8 +16,6 @@ Evaluation streams every example of every stored version once, in order, padding
 from __future__ import annotations
 
 import math
-import os
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
 from hrmkit.data.puzzles.format import METADATA_FILE, DatasetFormatError, PuzzleMetadata, read_metadata, split_dir
+from hrmkit.data.stream import ItemStream
 
 IGNORE_INDEX = -100
 _MASK64 = (1 << 64) - 1
@@ -208,28 +207,7 @@ class _Puzzle:
         return len(self.examples) - self.taken
 
 
-#: Train loaders whose group iterator (and its worker processes) may be alive; see _disown_inherited_iterators.
-_LIVE_LOADERS: weakref.WeakSet[PuzzleBatchLoader] = weakref.WeakSet()
-_INHERITED: list[Any] = []
-
-
-def _disown_inherited_iterators() -> None:
-    """In a freshly forked child (e.g. another loader's worker), keep the group iterators copied from the parent
-    alive for good: if the child's garbage collector finalized a copy, the copy would tell the *parent's* worker
-    processes to stop through their shared queues and events, and the parent's own shutdown of them would then
-    wait out its 5 s join timeout per worker (seen whenever an unreferenced loader awaited collection at fork time).
-    """
-    for loader in list(_LIVE_LOADERS):
-        if loader._it is not None:
-            _INHERITED.append(loader._it)
-            loader._it = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_disown_inherited_iterators)
-
-
-class PuzzleBatchLoader:
+class PuzzleBatchLoader(ItemStream):
     """Training batches of exactly ``batch_size`` examples from a loader of whole puzzles (datasets with E > 1).
 
     ``groups`` yields, one per group, all examples of the group's version for this data epoch
@@ -238,8 +216,7 @@ class PuzzleBatchLoader:
     number of steps per Lightning epoch even though its puzzles have different example counts, and nothing is
     dropped. A data epoch (each group once) therefore lasts about, not exactly, one Lightning epoch.
 
-    Not a ``DataLoader`` on purpose: Lightning then leaves it alone (no sampler injection) and, seeing
-    ``state_dict``/``load_state_dict``, saves and restores it with the fit loop. The state is the group loader's
+    A stateful :class:`~hrmkit.data.stream.ItemStream` over the groups. The state is the group loader's
     LitData state plus the unfinished puzzle as (group, version, remaining example indices): plain JSON, and the
     puzzle is re-read by group index on resume.
     """
@@ -248,15 +225,14 @@ class PuzzleBatchLoader:
                  collate: PuzzleCollate) -> None:
         if batch_size < 1 or num_batches < 1:
             raise ValueError(f"need batch_size >= 1 and num_batches >= 1, got {batch_size} and {num_batches}")
+        super().__init__(groups, dataset_dir)
         self.groups = groups
         self.dataset_dir = dataset_dir
         self.batch_size = batch_size
         self.num_batches = num_batches
         self.collate = collate
-        self._it: Iterator[dict[str, Any]] | None = None
         self._puzzle: _Puzzle | None = None
         self._reader: StreamingDataset | None = None
-        _LIVE_LOADERS.add(self)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -265,40 +241,10 @@ class PuzzleBatchLoader:
         for _ in range(self.num_batches):
             yield self.next_batch()
 
-    def close(self) -> None:
-        """Stop the group loader's worker processes now (by design they live from one ``iter()`` to the next until
-        the loader is garbage collected); the stream continues where it was at the next ``iter()``."""
-        if self._it is not None:
-            position = self.groups.state_dict()
-            self._it = None
-            self.groups.load_state_dict(position)
-
-    # Lightning's teardown (``CombinedLoader.reset`` at the end of fit) sets ``loader._iterator = None`` on every
-    # loader to stop its workers; mapping that to close() stops ours deterministically. Left to the cyclic garbage
-    # collector (trainers are full of reference cycles), a torch worker iterator's queues are finalized before the
-    # iterator itself, its "stop" message is never sent, and shutting down waits out a 5 s timeout per worker.
-    @property
-    def _iterator(self) -> Iterator[dict[str, Any]] | None:
-        return self._it
-
-    @_iterator.setter
-    def _iterator(self, value: None) -> None:
-        if value is not None:
-            raise ValueError("PuzzleBatchLoader._iterator can only be reset to None")
-        self.close()
-
     def _next_puzzle(self) -> _Puzzle:
-        for _ in range(2):  # at most one epoch boundary: the current epoch ends, the next one starts
-            if self._it is None:
-                self._it = iter(self.groups)
-            try:
-                p = next(self._it)
-            except StopIteration:
-                self._it = None
-                continue
-            return _Puzzle(int(p["group"]), int(p["version"]), np.asarray(p["examples"]), p["inputs"], p["labels"],
-                           int(p["puzzle_identifiers"]), int(p["tag"]))
-        raise RuntimeError(f"{self.dataset_dir}: a whole training epoch yielded no puzzle")
+        p = self.pull("puzzle")
+        return _Puzzle(int(p["group"]), int(p["version"]), np.asarray(p["examples"]), p["inputs"], p["labels"],
+                       int(p["puzzle_identifiers"]), int(p["tag"]))
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """The next ``batch_size`` examples of the stream, collated."""
@@ -334,8 +280,7 @@ class PuzzleBatchLoader:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"{where}: field 'version' is {state.get('version')!r}, this hrmkit writes "
                              f"{_STATE_VERSION}")
-        self._it = None
-        self.groups.load_state_dict(state["groups"])
+        self.restart_at(state["groups"])
         pending = state["pending"]
         self._puzzle = None if pending is None else self._reread(pending)
 

@@ -18,8 +18,6 @@ Validation packs the val split in stored order (no shuffling), every sample exac
 
 from __future__ import annotations
 
-import os
-import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -27,6 +25,7 @@ import lightning as L
 import numpy as np
 from litdata import StreamingDataLoader, StreamingDataset
 
+from hrmkit.data.stream import ItemStream
 from hrmkit.data.text.format import (
     TextMetadata,
     read_sample_lengths,
@@ -51,47 +50,27 @@ def _length(sample: tuple[np.ndarray, int]) -> int:
     return int(sample[0].size)
 
 
-#: Loaders whose sample iterator (and its worker processes) may be alive; see _disown_inherited_iterators.
-_LIVE: weakref.WeakSet[PackedTextLoader] = weakref.WeakSet()
-_INHERITED: list[Any] = []
-
-
-def _disown_inherited_iterators() -> None:
-    """In a forked child (another loader's worker), keep iterator copies inherited from the parent alive: if the
-    child's garbage collector finalized one, it would stop the *parent's* workers through their shared queues."""
-    for loader in list(_LIVE):
-        if loader._it is not None:
-            _INHERITED.append(loader._it)
-            loader._it = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_disown_inherited_iterators)
-
-
-class PackedTextLoader:
+class PackedTextLoader(ItemStream):
     """Packed batches from a loader of single samples.
 
     ``num_batches`` set (training): the sample stream is continuous across data epochs and each ``iter()`` hands out
     the next ``num_batches`` batches; ``len()`` is ``num_batches``. ``num_batches=None`` (evaluation): one pass over
     the samples, the packer drained at the end; no ``len()`` (the count depends on how the samples pack).
 
-    Not a ``DataLoader`` on purpose: Lightning then injects no sampler and, seeing ``state_dict``/``load_state_dict``,
-    saves and restores it with the fit loop. The state is plain JSON: the LitData state plus the waiting samples.
+    A stateful :class:`~hrmkit.data.stream.ItemStream` over the samples. The state is plain JSON: the LitData state
+    plus the waiting samples.
     """
 
     def __init__(self, samples: StreamingDataLoader, tokens_per_batch: int, pad_id: int, lookahead_tokens: int,
                  num_batches: int | None = None, where: str = "") -> None:
         if num_batches is not None and num_batches < 1:
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+        super().__init__(samples, where)
         self.samples = samples
         self.tokens_per_batch = tokens_per_batch
         self.pad_id = pad_id
         self.num_batches = num_batches
-        self.where = where
         self.packer: StreamPacker[tuple[np.ndarray, int]] = StreamPacker(tokens_per_batch, lookahead_tokens, _length)
-        self._it: Iterator[dict[str, Any]] | None = None
-        _LIVE.add(self)
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -121,45 +100,19 @@ class PackedTextLoader:
         while self.packer.pending:
             yield pack_batch(self.packer.pop_bin(), self.tokens_per_batch, self.pad_id)
 
-    def _pull(self) -> tuple[np.ndarray, int]:
-        for _ in range(2):  # at most one epoch boundary: this epoch ends, the next one starts
-            if self._it is None:
-                self._it = iter(self.samples)
-            try:
-                return _as_pair(next(self._it))
-            except StopIteration:
-                self._it = None
-        raise RuntimeError(f"{self.where}: a whole training epoch yielded no sample")
-
     def next_batch(self) -> dict[str, Any]:
         """The next packed training batch of the continuous stream."""
         while self.packer.wants_more():
-            self.packer.push(self._pull())
+            self.packer.push(_as_pair(self.pull("sample")))
         return pack_batch(self.packer.pop_bin(), self.tokens_per_batch, self.pad_id)
 
     def close(self) -> None:
         """Stop the sample loader's workers now. Training: the stream continues where it was at the next ``iter()``;
         evaluation: the next ``iter()`` is a fresh pass anyway."""
-        if self._it is None:
-            return
         if self.num_batches is None:
             self._it = None
             return
-        position = self.samples.state_dict()
-        self._it = None
-        self.samples.load_state_dict(position)
-
-    # Lightning's teardown sets ``loader._iterator = None`` on every loader to stop its workers; map it to close()
-    # so our worker processes stop deterministically instead of at garbage collection (5 s timeouts per worker).
-    @property
-    def _iterator(self) -> Iterator[dict[str, Any]] | None:
-        return self._it
-
-    @_iterator.setter
-    def _iterator(self, value: None) -> None:
-        if value is not None:
-            raise ValueError("PackedTextLoader._iterator can only be reset to None")
-        self.close()
+        super().close()
 
     def state_dict(self) -> dict[str, Any]:
         pending = [[s[0].tolist(), s[1]] for s in self.packer.pending]
@@ -173,8 +126,7 @@ class PackedTextLoader:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"{where}: field 'version' is {state.get('version')!r}, this hrmkit writes "
                              f"{_STATE_VERSION}")
-        self._it = None
-        self.samples.load_state_dict(state["samples"])
+        self.restart_at(state["samples"])
         self.packer.pending.clear()
         self.packer.pending_tokens = 0
         for k, pair in enumerate(state["pending"]):
