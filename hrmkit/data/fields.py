@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,23 @@ def get_field(data: Mapping[str, Any], where: str, name: str, kind: type | tuple
         names = " or ".join(k.__name__ for k in kinds)
         raise field_error(error, where, label, f"expected {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def split_counts(data: Any, where: str, split: str, known: Collection[str], counts: Sequence[str],
+                 error: type[Exception]) -> dict[str, int]:
+    """The ``counts`` fields of the metadata object ``splits.<split>`` as integers >= 0, after refusing a non-object
+    and any field outside ``known``: the checks every dataset format's per-split statistics begin with."""
+    prefix = f"splits.{split}."
+    if not isinstance(data, dict):
+        raise field_error(error, where, prefix[:-1], f"expected an object, got {type(data).__name__}")
+    for key in data:
+        if key not in known:
+            raise field_error(error, where, prefix + key, "unknown field")
+    values = {k: get_field(data, where, k, int, prefix, error) for k in counts}
+    for key, value in values.items():
+        if value < 0:
+            raise field_error(error, where, prefix + key, f"must be >= 0, got {value}")
+    return values
 
 
 def load_metadata_json(data_dir: str | os.PathLike, kind: str, build_hint: str,

@@ -32,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
+from hrmkit.data.fields import (
+    field_error,
+    get_field,
+    litdata_split_dir,
+    load_metadata_json,
+    split_counts,
+    swap_into_place,
+)
 from hrmkit.errors import HrmkitInputError
 
 FORMAT_VERSION = 1
@@ -100,18 +107,10 @@ def _get(data: Mapping[str, Any], where: str, name: str, kind: type | tuple[type
 
 def _split_from_dict(data: Any, where: str, name: str) -> SplitStats:
     prefix = f"splits.{name}."
-    if not isinstance(data, dict):
-        raise _fail(where, prefix[:-1], f"expected an object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(SplitStats)}
-    for key in data:
-        if key not in known:
-            raise _fail(where, prefix + key, "unknown field")
-    ints = {k: _get(data, where, k, int, prefix) for k in ("total_groups", "total_puzzles", "total_examples",
-                                                          "max_puzzle_examples")}
+    ints = split_counts(data, where, name, known,
+                        ("total_groups", "total_puzzles", "total_examples", "max_puzzle_examples"), DatasetFormatError)
     mean = float(_get(data, where, "mean_puzzle_examples", (int, float), prefix))
-    for key, value in ints.items():
-        if value < 0:
-            raise _fail(where, prefix + key, f"must be >= 0, got {value}")
     if not ints["total_groups"] <= ints["total_puzzles"] <= ints["total_examples"]:
         raise _fail(where, prefix + "total_puzzles",
                     f"need total_groups <= total_puzzles <= total_examples, got {ints['total_groups']}, "

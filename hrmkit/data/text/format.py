@@ -32,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from hrmkit.data.fields import field_error, get_field, litdata_split_dir, load_metadata_json, swap_into_place
+from hrmkit.data.fields import (
+    field_error,
+    get_field,
+    litdata_split_dir,
+    load_metadata_json,
+    split_counts,
+    swap_into_place,
+)
 from hrmkit.data.text.tokenizer import CONDITIONS, Tokenizer, file_sha256
 from hrmkit.errors import HrmkitInputError
 
@@ -123,16 +130,8 @@ def _get(data: Mapping[str, Any], where: str, name: str, kind: type | tuple[type
 
 def _split_from_dict(data: Any, where: str, name: str) -> TextSplitStats:
     prefix = f"splits.{name}."
-    if not isinstance(data, dict):
-        raise _fail(where, prefix[:-1], f"expected an object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(TextSplitStats)}
-    for key in data:
-        if key not in known:
-            raise _fail(where, prefix + key, "unknown field")
-    ints = {k: _get(data, where, k, int, prefix) for k in sorted(known)}
-    for key, value in ints.items():
-        if value < 0:
-            raise _fail(where, prefix + key, f"must be >= 0, got {value}")
+    known = sorted(f.name for f in dataclasses.fields(TextSplitStats))
+    ints = split_counts(data, where, name, known, known, TextFormatError)
     if ints["samples"] < 1:
         raise _fail(where, prefix + "samples", "a stored split holds at least one sample")
     if ints["response_tokens"] > ints["tokens"] or ints["max_sample_len"] > ints["tokens"]:
