@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hrmkit.callbacks import MagicNormHealth, NonFiniteGuard
-from hrmkit.callbacks.nonfinite import grads_finite, is_finite, nonfinite_names
+from hrmkit.callbacks.common import is_finite, nonfinite_names
+from hrmkit.callbacks.nonfinite import grads_finite
 from hrmkit.checkpointing import load_checkpoint_file
 from hrmkit.cores import build_core
 from hrmkit.tasks import PuzzleTask

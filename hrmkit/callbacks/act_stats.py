@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from hrmkit.callbacks.magicnorm import logger_step, write_metrics
+from hrmkit.callbacks.common import logger_step, write_metrics
 
 
 class ACTStats(Callback):

@@ -34,7 +34,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from hrmkit.cores.base import RecursiveCore
+from hrmkit.callbacks.common import module_core
 
 
 def deep_credit_bp_steps(step: int, total_steps: int, min_steps: int = 2, max_steps: int = 5,
@@ -43,16 +43,6 @@ def deep_credit_bp_steps(step: int, total_steps: int, min_steps: int = 2, max_st
     warmup = total_steps * warmup_ratio
     progress = 1.0 if warmup == 0 else min(1.0, step / warmup)
     return min_steps + math.floor(progress * (max_steps - min_steps))
-
-
-def module_core(pl_module: pl.LightningModule, who: str) -> RecursiveCore:
-    """``pl_module.core`` with a clear error when the module has none (callbacks rely on nothing else)."""
-    core = getattr(pl_module, "core", None)
-    core = getattr(core, "_orig_mod", core)  # a torch.compile'd core: its attributes and hooks live on the original
-    if not isinstance(core, RecursiveCore):
-        raise TypeError(f"{who} needs a LightningModule with a `core` attribute that is a hrmkit RecursiveCore; "
-                        f"{type(pl_module).__name__}.core is {type(core).__name__}")
-    return core
 
 
 class DeepCreditWarmup(Callback):

@@ -62,8 +62,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from hrmkit.callbacks.deep_credit import module_core
-from hrmkit.callbacks.nonfinite import is_finite, nonfinite_names
+from hrmkit.callbacks.common import is_finite, logger_step, module_core, nonfinite_names, write_metrics
 from hrmkit.cores.base import CallRecord
 
 OnProblem = Literal["warn", "stop", "raise"]
@@ -86,22 +85,6 @@ class HealthProblem:
     kind: str
     call: str
     message: str
-
-
-def logger_step(trainer: pl.Trainer) -> int:
-    """The step Lightning writes training step metrics at (batches that stepped; equals global_step for one
-    optimizer), so callback rows line up with ``train/loss`` rows."""
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
-
-
-def write_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
-    """Write straight to every logger (as Lightning's LearningRateMonitor does), so a callback's own sampling
-    interval is not filtered again by ``log_every_n_steps``."""
-    if not metrics:
-        return
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=step)
 
 
 class MagicNormHealth(Callback):

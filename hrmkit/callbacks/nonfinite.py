@@ -19,9 +19,8 @@ Learning-rate schedulers still advance on a skipped step (Lightning steps them p
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,21 +29,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from hrmkit.callbacks.common import is_finite, logger_step, write_metrics
+
 Policy = Literal["skip", "stop"]
-
-
-def is_finite(value: float | Tensor | None) -> bool:
-    """Whether a scalar (float or tensor) is finite; None (no value) counts as finite."""
-    if value is None:
-        return True
-    if isinstance(value, Tensor):
-        return bool(torch.isfinite(value).all())
-    return math.isfinite(value)
-
-
-def nonfinite_names(values: Mapping[str, float | Tensor | None]) -> list[str]:
-    """The names of the values that are NaN or infinite."""
-    return [name for name, value in values.items() if not is_finite(value)]
 
 
 def grads_finite(params: Iterable[Tensor]) -> bool:
@@ -113,8 +100,6 @@ class NonFiniteGuard(Callback):
         self.skipped += 1
         self.consecutive += 1
         self.skipped_steps = (self.skipped_steps + [step])[-100:]
-        from hrmkit.callbacks.magicnorm import logger_step, write_metrics
-
         write_metrics(trainer, {"train/nonfinite_skipped": float(self.skipped)}, logger_step(trainer))
         stop = self.policy == "stop" or self.consecutive >= self.max_consecutive
         why = "policy='stop'" if self.policy == "stop" else f"{self.consecutive} non-finite steps in a row"

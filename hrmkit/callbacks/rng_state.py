@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from hrmkit.checkpointing import gather_per_rank, pick_rank
+from hrmkit.distributed import gather_per_rank, pick_rank
 
 
 def capture_rng() -> dict[str, Any]:

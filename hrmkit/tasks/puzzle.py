@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrmkit.checkpointing import gather_per_rank, pick_rank
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.distributed import gather_per_rank, pick_rank
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
