@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from hrmkit.nn.attn_spec import AttnSpec
-from hrmkit.nn.backends import attend
+from hrmkit.nn.backends import BackendChoice, attend
 from hrmkit.nn.cache import LayerKV
 from hrmkit.nn.init import InitScheme
 from hrmkit.nn.linear import Linear
@@ -31,6 +31,7 @@ class Attention(nn.Module):
             raise ValueError(f"hidden_size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.gated, self.fused_qkv, self.backend = gated, fused_qkv, backend
+        self.backend_choice = BackendChoice(backend)  # probes the environment now, picks once per kind of call
         parts = ["gate", "q", "k", "v"] if gated else ["q", "k", "v"]
         if fused_qkv:
             setattr(self, "gqkv_proj" if gated else "qkv_proj", Linear(dim, len(parts) * dim, init))
@@ -57,7 +58,18 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
             k, v = kv.update(k, v)
-        out = attend(q, k, v, spec, self.backend)
+        out = attend(q, k, v, spec, self.backend_choice(q, k, v, spec))
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out.flatten(2))
+
+
+def plan_wanted(module: nn.Module, spec: AttnSpec, device_type: str, seq_len: int) -> bool:
+    """Whether any attention layer of ``module`` may run a backend that reads ``spec.plan`` (``varlen``,
+    ``xformers``) for ``spec``: then the caller plans once per batch with :func:`hrmkit.nn.backends.with_plan`,
+    outside the (possibly compiled) module. Decided without reading any tensor, so it never syncs a GPU."""
+    if not spec.packed and spec.kind != "prefixlm":
+        return False
+    grad = torch.is_grad_enabled()
+    return any(m.backend_choice.uses_plan(device_type, spec, grad, seq_len)
+               for m in module.modules() if isinstance(m, Attention))

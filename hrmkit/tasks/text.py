@@ -30,7 +30,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.nn.attention import plan_wanted
 from hrmkit.nn.attn_spec import AttnSpec
+from hrmkit.nn.backends import with_plan
 from hrmkit.nn.cache import KVCache
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
@@ -185,10 +187,19 @@ class TextTask(L.LightningModule):
                              f"{tuple(pre.shape)} = [n]")
 
     def attn_spec(self, batch: dict[str, Any]) -> AttnSpec:
-        """PrefixLM (or causal) over the packed documents, positions restarting per sample."""
+        """PrefixLM (or causal) over the packed documents, positions restarting per sample.
+
+        When the core's attention may run a block-diagonal backend (``varlen``, ``xformers``), the varlen plan is
+        built here, once per batch and outside the (possibly compiled) core: it reads document lengths on the host.
+        """
         if self.hparams.attention == "prefixlm":
-            return AttnSpec("prefixlm", batch["cu_seqlens"], batch["prefix_lens"], batch["position_ids"])
-        return AttnSpec("causal", batch["cu_seqlens"], position_ids=batch["position_ids"])
+            spec = AttnSpec("prefixlm", batch["cu_seqlens"], batch["prefix_lens"], batch["position_ids"])
+        else:
+            spec = AttnSpec("causal", batch["cu_seqlens"], position_ids=batch["position_ids"])
+        ids = batch["input_ids"]
+        if plan_wanted(self.core, spec, ids.device.type, ids.shape[1]):
+            spec = with_plan(spec, ids.shape[0], ids.shape[1], ids.device)
+        return spec
 
     @staticmethod
     def document_ids(cu_seqlens: Tensor, seq_len: int) -> Tensor:
