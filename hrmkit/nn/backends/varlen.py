@@ -85,7 +85,8 @@ def signature_problem(fn: Callable[..., Tensor]) -> str | None:
         missing += [f"{name}=" for name in VARLEN_KEYWORDS if name not in keywords]
     if not missing:
         return None
-    return (f"torch {torch.__version__}'s torch.nn.attention.varlen.varlen_attn{inspect.signature(fn)} does not take "
+    names = ", ".join(p.name for p in params)
+    return (f"torch {torch.__version__}'s torch.nn.attention.varlen.varlen_attn({names}) does not take "
             f"{', '.join(missing)}, which hrmkit passes (varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, "
             "scale=..., window_size=...)); upgrade torch or use backend='flex' or 'sdpa'")
 
