@@ -21,6 +21,7 @@ from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.backends import ATTENTION, base, varlen
 from hrmkit.nn.backends.varlen import VarlenBackend, reference_kernel
 from hrmkit.tasks import TextTask
+from hrmkit.testing.graph_breaks import trace_report
 
 
 class GraphCounter:
@@ -104,9 +105,9 @@ def test_core_compiles_without_graph_breaks(path: str, request: pytest.FixtureRe
     if backend == "varlen":  # planned once per batch by the task, outside the core
         assert spec.plan is not None and spec.plan.calls and all(c.cu_q is not None for c in spec.plan.calls)
     with torch.set_grad_enabled(grad):
-        explanation = torch._dynamo.explain(core)(x, state, spec)
-        assert explanation.graph_break_count == 0, [str(r.reason).splitlines()[0] for r in explanation.break_reasons]
-        assert explanation.graph_count == 1
+        report = trace_report(core, x, state, spec)  # torch._dynamo.explain
+        assert report.breaks == 0, report.reasons
+        assert report.graphs == 1
         torch._dynamo.reset()
         counter = GraphCounter()
         compiled = torch.compile(core, backend=counter, fullgraph=True)
