@@ -147,7 +147,7 @@ def check_attention(device: torch.device, dtype: torch.dtype, tokens: int, heads
 
 # ------------------------------------------------------------------------------------------- compiled core
 def check_compile(device: torch.device, dtype: torch.dtype, tokens: int) -> list[Result]:
-    """The HRM-Text core (tiny width, one L and one H call, the H call with gradient) traced on a packed PrefixLM batch, with the spec the
+    """The HRM-Text core (tiny width, three calls, the last two with gradient) traced on a packed PrefixLM batch, with the spec the
     task builds (varlen plan included): one graph, 0 graph breaks, on every backend the device can run."""
     results = []
     rows = packed_prefixlm_batch(tokens, 512, seed=1, longest=128)
@@ -157,7 +157,7 @@ def check_compile(device: torch.device, dtype: torch.dtype, tokens: int) -> list
         with cpu_reference_varlen() if device.type == "cpu" else contextlib.nullcontext():
             try:
                 torch.manual_seed(0)
-                core = build_core("hrm", "text-tiny", attn_backend=name, H_cycles=1, L_cycles=1, bp_steps=1)
+                core = build_core("hrm", "text-tiny", attn_backend=name, H_cycles=1, L_cycles=2, bp_steps=2)
                 task = TextTask(core, vocab_size=512).to(device, dtype)
                 spec = task.attn_spec(batch)
                 x = task.embed(batch["input_ids"]).detach()
