@@ -147,8 +147,8 @@ def check_attention(device: torch.device, dtype: torch.dtype, tokens: int, heads
 
 # ------------------------------------------------------------------------------------------- compiled core
 def check_compile(device: torch.device, dtype: torch.dtype, tokens: int) -> list[Result]:
-    """The HRM-Text core (tiny width, three calls, the last two with gradient) traced on a packed PrefixLM batch, with the spec the
-    task builds (varlen plan included): one graph, 0 graph breaks, on every backend the device can run."""
+    """The HRM-Text core (tiny width, three calls, the last two with gradient) traced on a packed PrefixLM batch,
+    with the spec the task builds (varlen plan included): one graph, 0 graph breaks, on every backend it can run."""
     results = []
     rows = packed_prefixlm_batch(tokens, 512, seed=1, longest=128)
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in rows.items()}
