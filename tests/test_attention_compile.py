@@ -158,3 +158,30 @@ def test_fake_has_torch_signature_for_the_arguments_hrmkit_passes() -> None:
     theirs = inspect.signature(real).parameters
     for name in ours:
         assert name in theirs and theirs[name].kind == ours[name].kind, name
+
+
+def test_each_module_chooses_once_per_kind_of_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice is made on the first eager call of a kind and remembered; a new kind chooses again."""
+    from hrmkit.nn.attention import Attention
+    from hrmkit.nn.backends import selection
+
+    asked = []
+    resolve = selection._resolve
+    monkeypatch.setattr(selection, "_resolve", lambda *a: asked.append(a[0]) or resolve(*a))
+    attn = Attention(16, 2, backend="auto")
+    x = torch.randn(1, 6, 16)
+    spec = AttnSpec("causal")
+    for _ in range(3):
+        attn(x, spec)
+    assert len(asked) == 1  # cpu, causal, grad: chosen once
+    with torch.no_grad():
+        attn(x, spec)
+        attn(x, spec)
+    assert len(asked) == 2  # a new kind of call (no grad) chose once more
+
+
+def test_unknown_backend_fails_when_the_module_is_built() -> None:
+    from hrmkit.registry import PluginError
+
+    with pytest.raises(PluginError, match="sdpaa"):
+        build_core("hrm", "text-tiny", attn_backend="sdpaa")

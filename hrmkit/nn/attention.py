@@ -1,6 +1,7 @@
 """Multi-head self-attention of HRM (fused qkv) and HRM-Text (fused gate|q|k|v with an elementwise sigmoid gate).
 
-Masking is never built here: the :class:`AttnSpec` goes to :func:`hrmkit.nn.backends.attend`, which picks a kernel.
+Masking is never built here: the :class:`AttnSpec` goes to the attention backend this module chose
+(:class:`hrmkit.nn.backends.BackendChoice`, the per-module form of :func:`hrmkit.nn.backends.attend`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hrmkit.nn.attn_spec import AttnSpec
-from hrmkit.nn.backends import BackendChoice, attend
+from hrmkit.nn.backends import BackendChoice
 from hrmkit.nn.cache import LayerKV
 from hrmkit.nn.init import InitScheme
 from hrmkit.nn.linear import Linear
@@ -58,7 +59,7 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
             k, v = kv.update(k, v)
-        out = attend(q, k, v, spec, self.backend_choice(q, k, v, spec))
+        out = self.backend_choice.attend(q, k, v, spec)
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out.flatten(2))

@@ -95,6 +95,11 @@ class BackendChoice:
             name = self._chosen[key] = _resolve(self.backend, q, k, v, spec)
         return name
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: AttnSpec, scale: float | None = None) -> Tensor:
+        """:func:`attend` through this module's choice: the inputs are checked, the backend is not asked again."""
+        check_inputs(q, k, v, spec)
+        return get_backend(self(q, k, v, spec))(q, k, v, spec, scale)
+
     def uses_plan(self, device_type: str, spec: AttnSpec, needs_grad: bool, seq_len: int) -> bool:
         """Whether a call with ``spec`` on ``device_type`` may run a backend that reads ``spec.plan``."""
         if self.backend != "auto":
