@@ -150,12 +150,12 @@ def _dispatch(argv: list[str]) -> None:
         return
     from jsonargparse import auto_cli
 
+    from hrmkit.commands.transfer import transfer_command
     from hrmkit.eval.arc_runner import evaluate_arc
     from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
-    from hrmkit.transfer import transfer_command
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
               "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,

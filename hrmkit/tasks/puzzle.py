@@ -26,6 +26,7 @@ from hrmkit.nn.puzzle_embedding import PuzzleEmbedding
 from hrmkit.optim import AdamATan2, SparseSignSGD
 from hrmkit.optim.schedules import warmup_cosine
 from hrmkit.parallel import parallelize
+from hrmkit.registry import TASKS
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
@@ -37,6 +38,7 @@ Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+@TASKS.register("PuzzleTask")
 class PuzzleTask(L.LightningModule):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, seq_len: int | None = None,
                  num_puzzle_identifiers: int | None = None,
