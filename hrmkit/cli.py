@@ -26,10 +26,25 @@ from rich.table import Table
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def list_cores() -> None:
-    """List every registered core: name, where it comes from, import path, and its named variants."""
+def list_cores(sizes: bool = False) -> None:
+    """List every registered core: name, where it comes from, import path, and its named variants.
+
+    Args:
+        sizes: instead, one row per core × variant with its parameter count, schedule and gradient horizon (built
+            on the meta device: no memory, a few seconds).
+    """
     from hrmkit.cores import CORES
 
+    if sizes:
+        from hrmkit.cores.sizes import core_sizes
+
+        table = Table(title="hrmkit core sizes")
+        for col in ("core", "variant", "parameters", "schedule", "bp_steps"):
+            table.add_column(col, justify="right" if col in ("parameters", "bp_steps") else "left")
+        for row in core_sizes():
+            table.add_row(row.core, row.variant, f"{row.parameters:,}", row.schedule, str(row.bp_steps))
+        Console(width=160).print(table)
+        return
     table = Table(title="hrmkit cores")
     for col in ("name", "source", "class", "variants"):
         table.add_column(col)
