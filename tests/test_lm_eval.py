@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ ARC = [
 GSM = [{"question": "What is two plus three?", "answer": "2 + 3 = 5\n#### 5"},
        {"question": "Tom has 4 apples and eats one. How many are left?", "answer": "4 - 1 = 3\n#### 3"},
        {"question": "What is 10 times 2?", "answer": "10 * 2 = 20\n#### 20"}]
-BOXED = r"\\boxed\{(-?[0-9.,]+)\}"
+GSM_YAML = Path(__file__).resolve().parents[1] / "recipes/lm-eval/hrm_gsm8k.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +62,10 @@ def env(tmp_path_factory):
         "doc_to_choice: \"{{choices.text}}\"\n"
         "doc_to_target: \"{{choices.label.index(answerKey)}}\"\n"
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    # the shipped paper-protocol GSM8K task (boxed answer filter), pointed at local JSONL with a small budget
     (tasks / "tiny_gsm.yaml").write_text(
-        "task: hrmkit_tiny_gsm\n" + data("gsm") +
-        "output_type: generate_until\n"
-        "doc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
-        "doc_to_target: \"{{answer.split('####')[-1].strip()}}\"\n"
-        "generation_kwargs:\n  until: [\"Question:\"]\n  max_gen_toks: 6\n  do_sample: false\n"
-        "filter_list:\n  - name: boxed\n    filter:\n"
-        f"      - function: regex\n        regex_pattern: '{BOXED}'\n      - function: take_first\n"
-        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n")
+        f"include: {GSM_YAML}\ntask: hrmkit_tiny_gsm\n" + data("gsm") + "num_fewshot: 0\n"
+        "generation_kwargs:\n  until: [\"Question:\"]\n  max_gen_toks: 6\n  do_sample: false\n")
     return {"root": root, "tok": tok, "task": task, "ckpt": ckpt, "tasks": tasks}
 
 
@@ -138,6 +134,18 @@ def test_rolling_windows_score_every_token_once(env):
     assert list(whole[0].tokens[:3]) == head  # the text is the response to an empty instruction
 
 
+def _boxed_pattern() -> str:
+    import yaml
+
+    (flt,) = yaml.safe_load(GSM_YAML.read_text())["filter_list"]
+    return flt["filter"][0]["regex_pattern"]
+
+
+def test_the_shipped_gsm8k_filter_takes_the_last_box():
+    found = re.findall(_boxed_pattern(), "first \\boxed{2}, then \\fbox{1,234} and \\boxed {7}.")
+    assert found == ["2", "1,234", "7"]
+
+
 def test_cut_at_stops():
     assert cut_at_stops("a b\n\nQuestion: c", ["Question:", "\n\n"]) == "a b"
     assert cut_at_stops("abc", []) == "abc"
@@ -181,12 +189,12 @@ def test_hrmkit_eval_lm_eval_runs_both_local_tasks(env, capsys):
     samples = [json.loads(line) for line in (out / "samples_hrmkit_tiny_gsm.jsonl").read_text().splitlines()]
     assert len(samples) == len(GSM)
     for row in samples:
-        prompt = tok.encode_prompt(f"Question: {row['doc']['question']}\nAnswer:", "synth,cot")
+        prompt = tok.encode_prompt(row["doc"]["question"], "synth,cot")  # hrm_gsm8k: the question alone
         ids = generate(task, [prompt], 6, stop_ids=(tok.eoa_id,))[0]
         text = cut_at_stops(tok.decode([t for t in ids if t != tok.eoa_id]), ["Question:"])
         assert row["resps"] == [[text]]
-        found = re.findall(BOXED.replace("\\\\", "\\"), text)
-        assert row["filtered_resps"] == [found[0] if found else "[invalid]"]
+        found = re.findall(_boxed_pattern(), text)
+        assert row["filtered_resps"] == [found[-1] if found else "[invalid]"]
     em = results["hrmkit_tiny_gsm"]["exact_match,boxed"]
     assert em == sum(r["filtered_resps"][0] == r["target"] for r in samples) / len(samples)
     assert math.isfinite(results["hrmkit_tiny_arc"]["acc_norm,none"])
