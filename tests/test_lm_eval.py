@@ -107,6 +107,27 @@ def test_loglikelihood_equals_the_training_batch_scoring_batched_or_not(env):
     assert all(v < 0 for v in one)
 
 
+def test_raw_text_and_causal_models_score_like_their_training_batch(env):
+    """Without the envelope the raw context is the prefix; a model trained ``attention: causal`` is scored causally
+    (both equal to the packed batch under the task's own attention spec)."""
+    tok = env["tok"]
+    pairs = [("The sky is", " blue"), ("", "Water boils at one hundred"), ("Mars is the red", " planet.")]
+    raw = HrmkitLM(env["task"], tokenizer=tok, device="cpu", envelope=False).loglikelihood_items(pairs)
+    assert raw[0].tokens[: raw[0].prefix_len] == tuple(tok.encode("The sky is"))
+    assert raw[1].tokens[:1] == (tok.boq_id,) and raw[1].prefix_len == 1  # an empty context: <|im_start|> alone
+    ref = _packed_loglikelihoods(env["task"], [(list(it.tokens), it.prefix_len) for it in raw])
+    assert [s.logprob for s in score_items(env["task"], raw, batch_size=3)] == pytest.approx(ref, rel=1e-5, abs=1e-4)
+    causal = TextTask(env["task"].core, vocab_size=tok.padded_vocab_size, pad_id=tok.pad_id, attention="causal")
+    causal.load_state_dict(env["task"].state_dict())
+    causal.eval()
+    items = HrmkitLM(causal, tokenizer=tok, device="cpu").loglikelihood_items(pairs)
+    ref = _packed_loglikelihoods(causal, [(list(it.tokens), it.prefix_len) for it in items])
+    got = [s.logprob for s in score_items(causal, items, batch_size=2)]
+    assert got == pytest.approx(ref, rel=1e-5, abs=1e-4)
+    prefixlm = [s.logprob for s in score_items(env["task"], items, batch_size=2)]
+    assert got != pytest.approx(prefixlm, rel=1e-3)  # the mask matters: same weights, other scores
+
+
 def test_prefix_tokens_are_bidirectional_and_the_continuation_causal(env):
     """Changing a later context token changes the first continuation score (bidirectional prefix); appending
     continuation tokens never changes earlier ones' scores (causal response)."""

@@ -97,3 +97,40 @@ def test_csv_and_hrmkit_plot_read_the_same_names(run):
     written = {Path(p).name for p in plot(str(root / "csv"))}
     assert {"recursion.png", "halting.png", "learning_rate.png", "throughput.png", "magicnorm_rms.png",
             "magicnorm_grad_norm.png", "loss.png"} <= written
+
+
+def test_throughput_counts_real_tokens_of_packed_text_and_puzzle_rows():
+    import numpy as np
+    import torch
+
+    from hrmkit.callbacks.throughput import batch_counts
+    from hrmkit.data.text.packing import pack_batch
+
+    text = pack_batch([(np.arange(1, 6), 2), (np.arange(1, 4), 1)], tokens_per_batch=12, pad_id=0)
+    tokens, samples = batch_counts(text)
+    assert int(tokens) == 8 and samples == 2  # the 4-token padding tail is not counted
+    assert batch_counts({"inputs": torch.zeros(4, 81, dtype=torch.long)}) == (324, 4)
+    assert batch_counts([torch.zeros(2)]) == (0, 0)
+
+
+def test_learning_rates_names_every_optimizer_group():
+    import lightning.pytorch as pl
+    import torch
+
+    from hrmkit.callbacks.learning_rates import learning_rates
+
+    class Two(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+            self.side = torch.optim.SGD(self.b.parameters(), lr=0.5)
+
+        def extra_optimizers(self):
+            return {"side": self.side}
+
+    module = Two()
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy._lightning_optimizers = []
+    trainer.optimizers = [torch.optim.AdamW([{"params": module.a.weight, "lr": 1e-3},
+                                             {"params": module.a.bias, "lr": 2e-3}])]
+    assert learning_rates(trainer, module) == {"lr/main/pg0": 1e-3, "lr/main/pg1": 2e-3, "lr/side": 0.5}
