@@ -254,3 +254,14 @@ def test_in_memory_model_through_simple_evaluate(env):
     res = lm_eval.simple_evaluate(model=lm, tasks=["hrmkit_tiny_arc"], task_manager=TaskManager(
         include_path=str(env["tasks"]), include_defaults=False), limit=2)
     assert 0.0 <= res["results"]["hrmkit_tiny_arc"]["acc,none"] <= 1.0
+
+
+def test_unknown_tasks_are_named(env):
+    from hrmkit.errors import HrmkitInputError
+    from hrmkit.eval.lm_eval_command import evaluate_lm_eval
+
+    with pytest.raises(HrmkitInputError, match=r"unknown task\(s\) \['nope'\]"):
+        evaluate_lm_eval(str(env["ckpt"]), "hrmkit_tiny_arc, nope", tokenizer=str(env["root"] / "tokenizer.json"),
+                         include_path=str(env["tasks"]), include_defaults=False, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such folder of task YAML files"):
+        evaluate_lm_eval(str(env["ckpt"]), ["x"], include_path=str(env["root"] / "missing"))

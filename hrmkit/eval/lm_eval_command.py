@@ -29,7 +29,7 @@ def _lm_eval() -> Any:
     return lm_eval
 
 
-def evaluate_lm_eval(model: str, tasks: list[str], tokenizer: str | None = None, limit: float | None = None,
+def evaluate_lm_eval(model: str, tasks: list[str] | str, tokenizer: str | None = None, limit: float | None = None,
                      num_fewshot: int | None = None, batch_size: int = 8, include_path: str | None = None,
                      device: str | None = None, envelope: bool = True, condition: str = "synth,cot",
                      score_condition: str = "direct", max_length: int | None = None, max_gen_toks: int = 256,
@@ -39,7 +39,8 @@ def evaluate_lm_eval(model: str, tasks: list[str], tokenizer: str | None = None,
 
     Args:
         model: a TextTask checkpoint (.ckpt) or an HF ``hrm_text`` directory.
-        tasks: lm-eval task names (``gsm8k``, ``arc_challenge``...) or names defined in ``include_path``.
+        tasks: lm-eval task names (``gsm8k``, ``arc_challenge``...) or names defined in ``include_path``: a list
+            (``[gsm8k,drop]``) or lm-eval's comma-separated string (``gsm8k,drop``).
         tokenizer: ``gpt2``, a tokenizer.json, or a folder holding one; default: the HF directory's tokenizer.json.
         limit: score only the first N documents of each task (a fraction < 1: that share).
         num_fewshot: few-shot examples per prompt (default: each task's own).
@@ -68,6 +69,8 @@ def evaluate_lm_eval(model: str, tasks: list[str], tokenizer: str | None = None,
 
     from hrmkit.eval.lm_harness import HrmkitLM
 
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if not tasks:
         raise HrmkitInputError("hrmkit eval lm-eval: give at least one task in --tasks")
     if include_path is not None and not Path(include_path).is_dir():
