@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,8 +66,6 @@ def _as_bool(value: Any, name: str) -> bool:
 
 def default_tokenizer(model: str) -> str:
     """The tokenizer stored next to the model: an HF directory's ``tokenizer.json``."""
-    from pathlib import Path
-
     p = Path(model)
     folder = p if p.is_dir() else p.parent
     if is_hf_dir(p) and (folder / "tokenizer.json").is_file():
