@@ -265,3 +265,16 @@ def test_unknown_tasks_are_named(env):
                          include_path=str(env["tasks"]), include_defaults=False, device="cpu")
     with pytest.raises(FileNotFoundError, match="no such folder of task YAML files"):
         evaluate_lm_eval(str(env["ckpt"]), ["x"], include_path=str(env["root"] / "missing"))
+
+
+def test_an_hf_directory_with_its_tokenizer_scores_like_the_checkpoint(env):
+    from hrmkit.interop.hf_hrm_text import export_hf
+
+    hf = export_hf(env["task"], env["root"] / "hf", dtype="float32", overwrite=True)
+    env["tok"].save(Path(hf) / "tokenizer.json")
+    pairs = [("Question: Which planet is red?\nAnswer:", " Mars"), ("The sky is", " blue")]
+    from_hf = HrmkitLM(str(hf), device="cpu")  # the directory's own tokenizer.json
+    from_ckpt = HrmkitLM(str(env["ckpt"]), tokenizer=env["tok"], device="cpu")
+    a = [s.logprob for s in score_items(from_hf.task, from_hf.loglikelihood_items(pairs))]
+    b = [s.logprob for s in score_items(from_ckpt.task, from_ckpt.loglikelihood_items(pairs))]
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-4)
