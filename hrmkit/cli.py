@@ -167,13 +167,15 @@ def _dispatch(argv: list[str]) -> None:
 
     from hrmkit.commands.transfer import transfer_command
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.eval.lm_eval_command import evaluate_lm_eval
     from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
+              "eval": {"arc": evaluate_arc, "text": evaluate_text, "lm-eval": evaluate_lm_eval},
+              "generate": generate_text,
               "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
