@@ -19,13 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
+from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.block import TransformerBlock
 from hrmkit.parallel.plan import ParallelPlan
 
 _DONE = "_hrmkit_parallelized"
+FSDP2_COMPILE_REFUSED = (
+    "torch.compile under FSDP2 (strategy hrmkit_fsdp2_compiled, or FSDP2 with compile: true) is refused: compiled "
+    "code reads parameters FSDP2 has since swapped, so the loss drifts (~1e-3 from the second step on 2 processes; "
+    "docs/scaling.md, Known gaps). Use `strategy: hrmkit_fsdp2` (FSDP2 without compile) for a model that needs "
+    "sharding, or `strategy: hrmkit_ddp_compiled` (DDP + compiled core) for one that fits on each GPU")
 DEFAULT_FSDP2_PLAN = ParallelPlan(shard=True, param_dtype=None, reduce_dtype=torch.float32)
 
 
@@ -47,14 +52,12 @@ def parallelize(task: nn.Module) -> None:
     plan = plan_for(getattr(getattr(task, "_trainer", None), "strategy", None))
     if plan is None:
         return
+    if plan.shard and plan.compile:
+        raise HrmkitInputError(FSDP2_COMPILE_REFUSED)
     if plan.shard:
         shard(task, task.device_mesh["data_parallel"], plan)
     if plan.compile:
-        if plan.shard:
-            rank_zero_warn("hrmkit: torch.compile under FSDP2 is not yet verified exact (on 2 CPU processes the loss "
-                           "drifts by ~1e-3 from the second step; see docs/scaling.md); prefer DDP + compile, or "
-                           "FSDP2 without compile, until it is")
-        compile_core(task.core, per_block=plan.shard, **plan.compile_kwargs)
+        compile_core(task.core, **plan.compile_kwargs)
     setattr(task, _DONE, True)
 
 
