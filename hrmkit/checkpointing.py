@@ -241,16 +241,19 @@ def prepare_fit(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
     """Make a ``fit`` crash-safe and return the checkpoint to resume from.
 
     Installs :class:`AtomicCheckpointIO` (when the strategy uses Lightning's plain ``TorchCheckpointIO``), adds
-    :class:`~hrmkit.callbacks.rng_state.RNGState` when absent, turns on ``save_on_exception`` for every
+    :class:`~hrmkit.callbacks.rng_state.RNGState` and :class:`~hrmkit.callbacks.preemption.PreemptionSync` when
+    absent, turns on ``save_on_exception`` for every
     ``ModelCheckpoint`` (so SIGTERM, SIGUSR1 and crashes leave a checkpoint and refresh ``last.ckpt``), and resolves
     ``ckpt_path="last"`` to the newest checkpoint that passes :func:`check_checkpoint` among
     :func:`checkpoint_locations` (None, with Lightning's warning, when there is none yet).
     """
+    from hrmkit.callbacks.preemption import PreemptionSync
     from hrmkit.callbacks.rng_state import RNGState
 
     install_checkpoint_io(trainer)
-    if not any(isinstance(cb, RNGState) for cb in trainer.callbacks):
-        trainer.callbacks.append(RNGState())
+    for needed in (RNGState, PreemptionSync):
+        if not any(isinstance(cb, needed) for cb in trainer.callbacks):
+            trainer.callbacks.append(needed())
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and not cb.save_weights_only:
             cb.save_on_exception = True

@@ -5,10 +5,11 @@ a checkpoint every step) shares its processes between the assertions, beside an 
 
 1. sharded checkpoints with ``save_last``, SIGKILLed in the middle of a step: every checkpoint on disk is complete;
 2. the newest (``last.ckpt``) gets a truncated shard and the one before it loses ``.metadata``; ``--ckpt_path last``
-   under other checkpoint settings (no ``save_last``, ``save_distributed_checkpoint: false``) skips both with a
-   warning naming the file, resumes from the newest intact one, and is SIGKILLed again;
-3. ``--ckpt_path last`` resumes from that single-file checkpoint to the end: weights, optimizer, schedulers and EMA
-   are bitwise those of the uninterrupted run (which saved single files on 2 processes throughout);
+   under other checkpoint settings (no ``save_last``, ``save_distributed_checkpoint: false``, no periodic saves)
+   skips both with a warning naming the file, resumes from the newest intact one, and gets SIGTERM on rank 1 only:
+   both ranks stop after that step, the on-exception save writes a single file, exit 143;
+3. ``--ckpt_path last`` resumes from that file to the end: weights, optimizer, schedulers and EMA are bitwise those
+   of the uninterrupted run (which saved single files on 2 processes throughout);
 4. an explicit ``--ckpt_path`` to the torn checkpoint ends in one ``hrmkit: error:`` naming the shard, exit 2, no
    traceback.
 """
@@ -52,8 +53,10 @@ def text_data(tmp_path_factory) -> Path:
     return root / "text"
 
 
-def fit_command(data: Path, run: Path, *, sharded: bool, save_last: bool = False, kill_step: int = -1) -> list[str]:
-    """The tiny FSDP2 recipe on 2 gloo processes, a checkpoint every step (all kept), the kill switch armed."""
+def fit_command(data: Path, run: Path, *, sharded: bool, save_last: bool = False, every: int = 1, kill_step: int = -1,
+                signum: int = signal.SIGKILL, rank: int = -1) -> list[str]:
+    """The tiny FSDP2 recipe on 2 gloo processes, a checkpoint every ``every`` steps (all kept), the kill switch
+    armed (``signum`` at ``kill_step``, sent by ``rank`` to itself, or by every rank)."""
     return [sys.executable, "-m", "hrmkit.cli", "fit", "-c", str(RECIPE), "--data.init_args.data_dir", str(data),
             "--model.init_args.vocab_size", "null", "--model.init_args.pad_id", "0",
             "--trainer.devices", "2", "--trainer.max_steps", str(MAX_STEPS), "--trainer.default_root_dir", str(run),
@@ -61,9 +64,10 @@ def fit_command(data: Path, run: Path, *, sharded: bool, save_last: bool = False
             "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "0",
             "--trainer.strategy.init_args.save_distributed_checkpoint", str(sharded).lower(),
             "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", str(run / "checkpoints"),
-            "--trainer.callbacks.every_n_train_steps", "1", "--trainer.callbacks.save_top_k", "-1",
+            "--trainer.callbacks.every_n_train_steps", str(every), "--trainer.callbacks.save_top_k", "-1",
             "--trainer.callbacks.save_last", str(save_last).lower(),
-            "--trainer.callbacks+=_kill_switch.KillAtStep", "--trainer.callbacks.step", str(kill_step)]
+            "--trainer.callbacks+=_kill_switch.KillAtStep", "--trainer.callbacks.step", str(kill_step),
+            "--trainer.callbacks.signum", str(int(signum)), "--trainer.callbacks.rank", str(rank)]
 
 
 def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
@@ -75,7 +79,7 @@ def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen, expected: int) -> str:
     try:
-        out, _ = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=300)
     finally:  # rank 1 is rank 0's child: never leave it behind (it also kills itself at the same step)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -113,13 +117,14 @@ def test_sharded_checkpoints_resume_exactly_and_torn_ones_are_skipped(text_data,
         shutil.copytree(ckpts / "last.ckpt", torn)
         explicit = start(fit_command(text_data, tmp_path / "explicit", sharded=True) + ["--ckpt_path", str(torn)],
                          tmp_path)
-        out = finish(start(fit_command(text_data, run, sharded=False, kill_step=SECOND_KILL)
-                           + ["--ckpt_path", "last"], tmp_path), -signal.SIGKILL)
+        out = finish(start(fit_command(text_data, run, sharded=False, every=100, kill_step=SECOND_KILL,
+                                       signum=signal.SIGTERM, rank=1) + ["--ckpt_path", "last"], tmp_path), 143)
         assert f"skipping an unusable checkpoint: {shard}" in out, out[-3000:]
         assert f"{saved[FIRST_KILL] / '.metadata'}: missing" in out, out[-3000:]
         assert "no last checkpoint" not in out
-        resumed_from = load_checkpoint_file(step_checkpoint(ckpts, SECOND_KILL))  # a single file now
-        assert resumed_from["global_step"] == SECOND_KILL
+        # SIGTERM on rank 1 alone: both ranks finished that step and saved together (periodic saves are off here)
+        assert out.count("hrmkit: stopped by SIGTERM") == 2, out[-3000:]
+        assert load_checkpoint_file(step_checkpoint(ckpts, SECOND_KILL + 1))["global_step"] == SECOND_KILL + 1
 
         # 3. from that single file to the end: bitwise the uninterrupted run
         finish(start(fit_command(text_data, run, sharded=False) + ["--ckpt_path", "last"], tmp_path), 0)
