@@ -150,10 +150,16 @@ class FSDP2(ModelParallelStrategy):
         if other is not None:
             save_sharded_ema(other, tmp)
         self.barrier("hrmkit.sharded_save.written")
-        if self.is_global_zero:
-            write_completion_marker(tmp)
-            replace_directory(tmp, path)
-        self.barrier("hrmkit.sharded_save.done")
+        problem = None
+        if self.is_global_zero:  # its failure (a full disk) is every rank's: shared, so no rank waits forever
+            try:
+                write_completion_marker(tmp)
+                replace_directory(tmp, path)
+            except (OSError, CheckpointError) as e:
+                problem = f"{path}: the sharded checkpoint could not be completed ({type(e).__name__}: {e})"
+        problem = self.broadcast(problem)
+        if problem is not None:
+            raise CheckpointError(problem)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         """Check the checkpoint first (rank 0, result shared: a torn file or an incomplete sharded directory is one
