@@ -6,7 +6,8 @@ Why: an FSDP2 checkpoint is a directory written by every rank at once (one ``__<
 disk that filled up, would leave a directory that looks like a checkpoint and fails deep inside DCP on every rank.
 hrmkit therefore writes the directory under a hidden temporary name, then writes :data:`COMPLETE_MARKER` (the size
 of every file, after an ``fsync`` of each) **last**, and only then renames it into place. :func:`check_sharded`
-re-reads the marker and every file's size, so a truncated shard, a missing ``.metadata`` or a directory without the
+re-reads the marker and every file's size and parses each DCP index with an allowlist (:func:`read_index`), so a
+truncated shard, a missing ``.metadata``, an index naming anything but DCP's own classes, or a directory without the
 marker is refused with a :class:`~hrmkit.errors.CheckpointError` naming the file, before any rank opens it.
 
 No dependency on the rest of hrmkit beyond :mod:`hrmkit.errors`: both :mod:`hrmkit.checkpointing` (which picks the
@@ -19,8 +20,10 @@ import ctypes
 import ctypes.util
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 from hrmkit.errors import CheckpointError
 
@@ -86,6 +89,44 @@ def check_sharded(directory: str | os.PathLike) -> None:
         if actual != size:
             raise CheckpointError(f"{path}: shard is {actual} bytes, the checkpoint's marker says {size}: it is "
                                   "truncated or was overwritten; use an earlier checkpoint")
+    for index in sorted(name for name in files if Path(name).name == ".metadata"):
+        read_index(directory / index)
+
+
+#: What a DCP index (``.metadata``) may name when unpickled: its own dataclasses and enum, shard locations, tensor
+#: sizes, dtypes and layouts, and the checkpoint path. Anything else (a callable that would run) is refused.
+_INDEX_MODULES = ("torch.distributed.checkpoint.metadata",)
+_INDEX_GLOBALS = {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+                  ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+                  *(("pathlib", name) for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"))}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        import torch
+
+        if not (module in _INDEX_MODULES or (module, name) in _INDEX_GLOBALS
+                or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))):
+            raise _Refused(f"global {module}.{name} is not allowed in a DCP index")
+        return super().find_class(module, name)
+
+
+def read_index(path: str | os.PathLike) -> Any:
+    """Unpickle a DCP index (``<checkpoint>/.metadata``) allowing only the classes an index holds, so a crafted one
+    cannot run code (PyTorch's own reader uses plain ``pickle``). Raises :class:`CheckpointError` naming the file."""
+    import torch.distributed.checkpoint.filesystem  # noqa: F401  (registers the classes the index names)
+
+    try:
+        with open(path, "rb") as f:
+            return _IndexUnpickler(f).load()
+    except _Refused as e:
+        raise CheckpointError(f"{path}: refused to read the sharded checkpoint's index: {e}") from None
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
+        raise CheckpointError(f"{path}: unreadable sharded checkpoint index ({type(e).__name__}: {e})") from None
 
 
 def temp_name(target: Path, token: str) -> Path:

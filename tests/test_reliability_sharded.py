@@ -146,12 +146,12 @@ def test_sharded_checkpoints_resume_exactly_and_torn_ones_are_skipped(text_data,
             reference.wait()
 
 
-def _fake_sharded(path: Path, step: int) -> Path:
+def _sharded(path: Path, step: int) -> Path:
+    """A real one-process DCP checkpoint (no process group needed) with Lightning's ``meta.pt`` beside it."""
     import torch
+    import torch.distributed.checkpoint as dcp
 
-    path.mkdir(parents=True)
-    (path / ".metadata").write_bytes(b"m" * 10)
-    (path / "__0_0.distcp").write_bytes(b"s" * 100)
+    dcp.save({"state_dict": {"w": torch.arange(25.0)}}, checkpoint_id=path)
     torch.save({"global_step": step}, path / "meta.pt")
     return path
 
@@ -161,10 +161,10 @@ def test_sharded_checkpoint_check_names_what_is_wrong(tmp_path):
     from hrmkit.checkpointing import candidate_checkpoints, latest_valid_checkpoint
     from hrmkit.sharded_checkpoints import write_completion_marker
 
-    old = _fake_sharded(tmp_path / "epoch=0-step=1.ckpt", 1)
+    old = _sharded(tmp_path / "epoch=0-step=1.ckpt", 1)
     write_completion_marker(old)
-    new = _fake_sharded(tmp_path / "epoch=0-step=2.ckpt", 2)
-    _fake_sharded(tmp_path / ".epoch=0-step=3.ckpt.tmp-1-ab", 3)  # a save in progress: never a candidate
+    new = _sharded(tmp_path / "epoch=0-step=2.ckpt", 2)
+    _sharded(tmp_path / ".epoch=0-step=3.ckpt.tmp-1-ab", 3)  # a save in progress: never a candidate
     assert candidate_checkpoints([tmp_path]) == [new.resolve(), old.resolve()]
     with pytest.raises(CheckpointError, match="no completion marker"):
         check_checkpoint(new)
@@ -172,15 +172,23 @@ def test_sharded_checkpoint_check_names_what_is_wrong(tmp_path):
         assert latest_valid_checkpoint([tmp_path]) == old.resolve()
     write_completion_marker(new)
     assert latest_valid_checkpoint([tmp_path]) == new.resolve()
-    os.truncate(new / "__0_0.distcp", 40)
-    with pytest.raises(CheckpointError, match=r"__0_0.distcp: shard is 40 bytes, the checkpoint's marker says 100"):
+    shard = new / "__0_0.distcp"
+    size = shard.stat().st_size
+    os.truncate(shard, 40)
+    with pytest.raises(CheckpointError, match=rf"__0_0.distcp: shard is 40 bytes, the checkpoint's marker says {size}"):
         check_checkpoint(new)
     (old / "meta.pt").unlink()
     with pytest.raises(CheckpointError, match=r"meta.pt: missing from the sharded checkpoint"):
         check_checkpoint(old)
+    bad = _sharded(tmp_path / "bad-index.ckpt", 5)
+    (bad / ".metadata").write_bytes(b"garbage")
+    write_completion_marker(bad)
+    with pytest.raises(CheckpointError, match=r"\.metadata: unreadable sharded checkpoint index"):
+        check_checkpoint(bad)
     with pytest.raises(CheckpointError, match=r"sharded \(DCP\) checkpoint directory"):
-        (new / "__0_0.distcp").write_bytes(b"s" * 100)
-        load_checkpoint_file(new)
+        _sharded(tmp_path / "fresh.ckpt", 4)
+        write_completion_marker(tmp_path / "fresh.ckpt")
+        load_checkpoint_file(tmp_path / "fresh.ckpt")
 
 
 def test_a_finished_directory_replaces_the_old_one_whole(tmp_path):
@@ -194,3 +202,44 @@ def test_a_finished_directory_replaces_the_old_one_whole(tmp_path):
         replace_directory(tmp, target)
         assert (target / "gen").read_text() == str(generation)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+class _RunsCode:
+    """Pickles to a call of ``os.system``: what a crafted checkpoint index would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_sharded_checkpoints_are_read_without_running_code(tmp_path):
+    """DCP's own reader unpickles ``.metadata`` and non-tensor entries without restriction; hrmkit's does not."""
+    import pickle
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from hrmkit.parallel.sharded_load import dcp_load
+    from hrmkit.sharded_checkpoints import write_completion_marker
+
+    ckpt = tmp_path / "epoch=0-step=1.ckpt"
+    saved = {"w": torch.arange(6.0), "param_groups": [{"lr": 0.1, "betas": (0.9, 0.95), "params": ["w"]}]}
+    dcp.save(saved, checkpoint_id=ckpt)  # no process group: one process
+    torch.save({"global_step": 1}, ckpt / "meta.pt")
+    write_completion_marker(ckpt)
+    check_checkpoint(ckpt)
+    loaded = {"w": torch.zeros(6), "param_groups": [{"lr": 0.0, "betas": (0.0, 0.0), "params": [""]}]}
+    dcp_load(loaded, ckpt)
+    assert torch.equal(loaded["w"], saved["w"]) and loaded["param_groups"] == saved["param_groups"]
+
+    ran = tmp_path / "code-ran"
+    (ckpt / ".metadata").write_bytes(pickle.dumps(_RunsCode(ran)))
+    write_completion_marker(ckpt)  # sizes match: only the index's contents are wrong
+    with pytest.raises(CheckpointError, match=r"\.metadata: refused to read the sharded checkpoint's index: "
+                                              r"global posix.system is not allowed"):
+        check_checkpoint(ckpt)
+    with pytest.raises(BaseException, match="global posix.system is not allowed"):  # DCP wraps it (a BaseException)
+        dcp_load(loaded, ckpt)
+    assert not ran.exists()

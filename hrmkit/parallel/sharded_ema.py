@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from hrmkit.callbacks.ema import EMA_CHECKPOINT_KEY
+from hrmkit.parallel.sharded_load import dcp_load
 
 EMA_DIR = "ema"
 
@@ -58,12 +59,11 @@ def load_sharded_ema(checkpoint: dict[str, Any], path: Path, module: nn.Module) 
         return
     if not (path / EMA_DIR).is_dir():
         raise FileNotFoundError(f"{path} has EMA metadata but no sharded EMA values under {path / EMA_DIR}")
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     params = {name: p for name, p in module.named_parameters() if p.requires_grad}
     other = {name: torch.empty_like(p.detach()) for name, p in params.items()}
-    dcp.load({"other": other}, checkpoint_id=path / EMA_DIR)
+    dcp_load({"other": other}, path / EMA_DIR)
     ema["other"] = other
     checkpoint["state_dict"] = {k: v.detach().clone() for k, v in get_model_state_dict(module).items()}
 
