@@ -10,7 +10,8 @@ that the next ``--ckpt_path last`` trusts, and loading a checkpoint must never r
 * :func:`check_checkpoint` recognises a torn or truncated file (a PyTorch checkpoint is a zip archive whose
   directory sits at the end; every member carries a CRC) and raises :class:`~hrmkit.errors.CheckpointError`.
 * :func:`latest_valid_checkpoint` walks candidate files newest first and returns the first that passes the check, so a
-  corrupt ``last.ckpt`` falls back to the previous checkpoint instead of ending the run.
+  corrupt ``last.ckpt`` falls back to the previous checkpoint instead of ending the run. Sharded (DCP) checkpoint
+  directories are candidates too, checked by :func:`hrmkit.sharded_checkpoints.check_sharded`.
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ def prepare_fit(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
 
     Installs :class:`AtomicCheckpointIO` (when the strategy uses Lightning's plain ``TorchCheckpointIO``), adds
     :class:`~hrmkit.callbacks.rng_state.RNGState` and :class:`~hrmkit.callbacks.preemption.PreemptionSync` when
-    absent, turns on ``save_on_exception`` for every
-    ``ModelCheckpoint`` (so SIGTERM, SIGUSR1 and crashes leave a checkpoint and refresh ``last.ckpt``), and resolves
+    absent, turns on ``save_on_exception`` for every ``ModelCheckpoint`` (so SIGTERM, SIGUSR1 and crashes leave a
+    checkpoint and refresh ``last.ckpt``), and resolves
     ``ckpt_path="last"`` to the newest checkpoint that passes :func:`check_checkpoint` among
     :func:`checkpoint_locations` (None, with Lightning's warning, when there is none yet).
     """

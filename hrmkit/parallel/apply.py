@@ -1,8 +1,9 @@
-"""The one function that shards and compiles a task's model: called from the tasks' ``configure_model``.
+"""The one function that shards or compiles a task's model: called from the tasks' ``configure_model``.
 
-Order matters and follows Lightning's and torchtitan's rule ``compile(shard(model))``: FSDP2 ``fully_shard`` goes on
-every Transformer block first, then on each top-level child of the task that still owns parameters (embedding,
-LM head, the core's own parameters, halting head); ``torch.compile`` comes last.
+FSDP2 ``fully_shard`` goes on every Transformer block first, then on each top-level child of the task that still
+owns parameters (embedding, LM head, the core's own parameters, halting head). ``torch.compile`` is applied without
+sharding only (DDP, one process): under FSDP2 the compiled code read parameters FSDP2 had since swapped (a ~1e-3
+drift on 2 processes), so a plan asking for both is refused with the alternatives named.
 
 Why not ``fully_shard`` the LightningModule itself (the usual "root" wrap): FSDP2 gathers parameters in
 ``forward`` hooks, and :class:`~hrmkit.tasks.PuzzleTask` reaches its embeddings and heads through other methods, so
