@@ -26,10 +26,25 @@ from rich.table import Table
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def list_cores() -> None:
-    """List every registered core: name, where it comes from, import path, and its named variants."""
+def list_cores(sizes: bool = False) -> None:
+    """List every registered core: name, where it comes from, import path, and its named variants.
+
+    Args:
+        sizes: instead, one row per core × variant with its parameter count, schedule and gradient horizon (built
+            on the meta device: no memory, a few seconds).
+    """
     from hrmkit.cores import CORES
 
+    if sizes:
+        from hrmkit.cores.sizes import core_sizes
+
+        table = Table(title="hrmkit core sizes")
+        for col in ("core", "variant", "parameters", "schedule", "bp_steps"):
+            table.add_column(col, justify="right" if col in ("parameters", "bp_steps") else "left")
+        for row in core_sizes():
+            table.add_row(row.core, row.variant, f"{row.parameters:,}", row.schedule, str(row.bp_steps))
+        Console(width=160).print(table)
+        return
     table = Table(title="hrmkit cores")
     for col in ("name", "source", "class", "variants"):
         table.add_column(col)
@@ -150,15 +165,17 @@ def _dispatch(argv: list[str]) -> None:
         return
     from jsonargparse import auto_cli
 
+    from hrmkit.commands.transfer import transfer_command
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.eval.lm_eval_command import evaluate_lm_eval
     from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
-    from hrmkit.transfer import transfer_command
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
+              "eval": {"arc": evaluate_arc, "text": evaluate_text, "lm-eval": evaluate_lm_eval},
+              "generate": generate_text,
               "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 

@@ -69,7 +69,7 @@ class EvalPrinter(Callback):
             return
         m = trainer.callback_metrics
         row = {"step": trainer.global_step, "minutes": (time.perf_counter() - self.start) / 60}
-        row.update({t: float(m.get(f"val/exact_acc/{t}", float("nan"))) for t in self.tag_names})
+        row.update({t: float(m.get(f"val/exact_acc_by_tag/{t}", float("nan"))) for t in self.tag_names})
         self.history.append(row)
         levels = "  ".join(f"{t} {row[t]:6.1%}" for t in self.tag_names)
         self.console.print(f"step {row['step']:5d} {row['minutes']:5.1f} min  exact: {levels}")
@@ -163,7 +163,7 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
         table.add_column(col, justify="right")
     givens = {"easy": "40", "medium": "30", "hard": "~24 (minimal)"}
     for t in tags:
-        table.add_row(t, givens.get(t, "?"), f"{test_size}", f"{metrics[f'val/exact_acc/{t}']:.1%}")
+        table.add_row(t, givens.get(t, "?"), f"{test_size}", f"{metrics[f'val/exact_acc_by_tag/{t}']:.1%}")
     console.print(table)
 
     examples = _examples(str(data_dir), 1)

@@ -162,11 +162,17 @@ def track(registry: Registry[T]) -> Registry[T]:
     return registry
 
 
+# Task LightningModules by class name. Checkpoints don't store their class, so loaders and transfer find it here
+# (matching saved hyper-parameters against each constructor) without importing the tasks package themselves.
+TASKS: Registry[type] = track(Registry("task", group="hrmkit.tasks"))
+
+
 def load_plugins() -> dict[str, str]:
     """Import all plugins of every hrmkit registry. Called before CLI parsing and before checkpoint loading."""
     # Importing the packages registers the built-ins (and so creates the registries) before discovery.
     importlib.import_module("hrmkit.cores")
     importlib.import_module("hrmkit.nn.backends")
+    importlib.import_module("hrmkit.tasks")
     failed: dict[str, str] = {}
     for reg in _ALL:
         failed.update({f"{reg.kind}:{k}": v for k, v in reg.load_all().items()})

@@ -50,12 +50,10 @@ def show(data_dir: str, out_dir: str = "runs/show", split: str = "test", count: 
     side = int(round(meta.seq_len ** 0.5))
     model = None
     if checkpoint is not None:
-        from hrmkit.checkpointing import load_task
-        from hrmkit.registry import load_plugins
+        from hrmkit.loading import load
         from hrmkit.tasks.puzzle import PuzzleTask
 
-        load_plugins()
-        model = load_task(PuzzleTask, checkpoint).eval()
+        model = load(checkpoint, PuzzleTask).eval()
     written = []
     for i, group in enumerate(iter_groups(data_dir, split)):
         if i >= count:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from hrmkit.loading import load
 from hrmkit.tasks.text import TextTask
 
 
 def load_text_model(model: str) -> TextTask:
     """A TextTask from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text`` directory."""
-    path = Path(model)
-    if path.is_dir():
-        from hrmkit.interop.hf_hrm_text import load_hf
-
-        return load_hf(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: neither a checkpoint file nor an HF model directory")
-    from hrmkit.checkpointing import load_task
-    from hrmkit.registry import load_plugins
-
-    load_plugins()
-    return load_task(TextTask, path)
+    return load(model, TextTask)
 
 
 def generate_text(model: str, tokenizer: str, prompt: list[str], condition: str | None = None,

@@ -13,8 +13,9 @@ another context length still transfers exactly. This is weight initialisation, n
 step count or schedule is taken from the source.
 
 Tasks use it through their ``init_from`` / ``freeze`` / ``reinit`` arguments (:func:`init_task`, applied in
-``configure_model`` once the task's layers exist); ``hrmkit transfer`` (:func:`transfer_command`) writes a new
-checkpoint with a transferred core and prints the report.
+``configure_model`` once the task's layers exist); ``hrmkit transfer`` (:mod:`hrmkit.commands.transfer`) writes a
+new checkpoint with a transferred core and prints the report. This module imports cores, checkpoint files and the HF
+reader only, never the tasks, since the tasks import it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from hrmkit.checkpointing import atomic_torch_save, load_checkpoint_file
 from hrmkit.cores.base import RecursiveCore
 from hrmkit.errors import HrmkitInputError
+from hrmkit.interop.hf_hrm_text import read_hf
+from hrmkit.registry import TASKS
 
 CORE_PREFIX = "core."
 
@@ -102,34 +108,26 @@ class TransferReport:
 
 
 # -------------------------------------------------------------------------------------------------- reading sources
-def _task_classes() -> dict[str, type]:
-    from hrmkit.tasks import PuzzleTask, TextTask
-
-    return {"PuzzleTask": PuzzleTask, "TextTask": TextTask}
-
-
 def task_class_for(hparams: dict[str, Any], where: str) -> str:
-    """The hrmkit task whose constructor accepts every saved hyper-parameter (checkpoints don't store the class)."""
+    """The registered task whose constructor accepts every saved hyper-parameter (checkpoints don't store the
+    class); tasks register themselves in :data:`hrmkit.registry.TASKS` when ``hrmkit.tasks`` is imported."""
     keys = set(hparams) - {"_instantiator", "_class_path"}
-    for name, cls in _task_classes().items():
-        if keys <= set(inspect.signature(cls.__init__).parameters):
+    for name in TASKS.names():
+        if keys <= set(inspect.signature(TASKS.get(name).__init__).parameters):
             return name
     raise TransferError(f"{where}: its hyper-parameters {sorted(keys)} match no hrmkit task "
-                        f"({', '.join(_task_classes())}); is it an hrmkit checkpoint?")
+                        f"({', '.join(TASKS.names()) or 'none registered: import hrmkit.tasks'}); is it an hrmkit "
+                        "checkpoint?")
 
 
 def read_source(path: str | os.PathLike) -> TransferSource:
     """Read a Lightning ``.ckpt`` of an hrmkit task, or an HF ``hrm_text`` directory, on the CPU."""
     p = Path(path)
     if p.is_dir() or p.name in ("config.json", "model.safetensors"):
-        from hrmkit.interop.hf_hrm_text import load_hf
-
-        task = load_hf(p)
-        return TransferSource(str(p), "TextTask", task.core.to_config(), dict(task.state_dict()))
+        hf = read_hf(p)
+        return TransferSource(str(p), "TextTask", hf.core.to_config(), hf.state)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such checkpoint file or HF model directory")
-    from hrmkit.checkpointing import load_checkpoint_file
-
     ckpt = load_checkpoint_file(p, map_location="cpu")  # torn files and pickled code are refused by name
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise TransferError(f"{p}: a Lightning checkpoint needs a 'state_dict' entry; found keys "
@@ -280,8 +278,6 @@ def configure_init(task: Any) -> TransferReport | None:
     report = init_task(task, hp.get("init_from") if load else None, hp.get("freeze"), hp.get("reinit"),
                        hp.get("init_strict", True))
     if report is not None:
-        from lightning.pytorch.utilities import rank_zero_info
-
         task._init_applied = True
         rank_zero_info(report.format())
     return report
@@ -290,62 +286,11 @@ def configure_init(task: Any) -> TransferReport | None:
 def save_task_checkpoint(task: nn.Module, path: str | os.PathLike) -> Path:
     """Write a weights-only Lightning checkpoint (state dict + hyper-parameters; no optimizer or loop state)
     atomically; ``load_from_checkpoint`` and ``init_from`` both read it."""
-    import lightning
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     hparams = dict(task.hparams)
     hparams.pop("init_from", None)  # the weights are already in this file
     ckpt = {"state_dict": task.state_dict(), "hyper_parameters": hparams,
             "pytorch-lightning_version": lightning.__version__}
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save(ckpt, target)
     return target
-
-
-def load_task(path: str | os.PathLike) -> nn.Module:
-    """Any hrmkit task from a ``.ckpt`` (class found from its hyper-parameters) or an HF ``hrm_text`` directory."""
-    from hrmkit.registry import load_plugins
-
-    p = Path(path)
-    if p.is_dir():
-        from hrmkit.interop.hf_hrm_text import load_hf
-
-        return load_hf(p)
-    load_plugins()
-    source = read_source(p)
-    cls = _task_classes()[source.task]
-    from hrmkit.checkpointing import load_task as load_checked
-
-    return load_checked(cls, p)
-
-
-def transfer_command(source: str, target: str, out: str | None = None, strict: bool = True,
-                     reinit: list[str] | None = None, freeze: list[str] | None = None) -> str:
-    """Copy the core of one trained model into another model and print what matched (``hrmkit transfer``).
-
-    Args:
-        source: the model whose core is taken: a task checkpoint (.ckpt) or an HF hrm_text directory.
-        target: the model that receives it (a .ckpt or HF directory, e.g. a freshly built text model); its
-            embeddings and heads stay as they are unless the source is the same task (then see ``reinit``).
-        out: write the result here as a weights-only checkpoint (no optimizer or step state), usable with
-            ``load_from_checkpoint`` and as a task's ``init_from``. Without it only the report is printed.
-        strict: all-or-nothing: the cores must be the same class with equal shapes for every tensor.
-            ``--strict false`` copies what matches and reports the rest as re-initialised.
-        reinit: non-core layers to keep from the target even when the source has them (e.g. lm_head).
-        freeze: parts (core, H, L, ...) to freeze; stored as the written checkpoint's ``freeze`` hyper-parameter,
-            so training from it keeps them frozen.
-    """
-    task = load_task(target)
-    report = init_task(task, source, freeze, reinit, strict)
-    if freeze:
-        task.hparams["freeze"] = list(freeze)
-    text = report.format()
-    print(text)
-    if out is not None:
-        print(f"wrote {save_task_checkpoint(task, out)}")
-    return text

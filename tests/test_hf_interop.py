@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from hrmkit.cores import build_core
 from hrmkit.generate import generate
-from hrmkit.interop.hf_hrm_text import detect_layout, export_hf, load_hf
+from hrmkit.interop.hf_hrm_text import detect_layout, export_hf
+from hrmkit.loading import load_hf
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.tasks.text import TextTask
 

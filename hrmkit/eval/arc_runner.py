@@ -68,15 +68,10 @@ def model_predict(task: Any, segments: int | None = None) -> Predict:
 
 
 def _load_task(path: str, device: torch.device) -> Any:
-    from hrmkit.checkpointing import load_task
-    from hrmkit.registry import load_plugins
+    from hrmkit.loading import load
     from hrmkit.tasks.puzzle import PuzzleTask
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    load_plugins()  # plugin cores named in the checkpoint's hyper-parameters must be importable
-    task = load_task(PuzzleTask, path)
-    return task.to(device).eval()
+    return load(path, PuzzleTask).to(device).eval()
 
 
 def _check_sizes(task: Any, path: str, meta: Any, data_dir: str) -> None:

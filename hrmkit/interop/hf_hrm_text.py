@@ -1,4 +1,8 @@
-"""Read and write Hugging Face ``hrm_text`` checkpoints (``config.json`` + ``model.safetensors``) as TextTasks.
+"""Read and write Hugging Face ``hrm_text`` checkpoints (``config.json`` + ``model.safetensors``).
+
+This module converts only: :func:`read_hf` turns a directory into an HRM core plus the TextTask state dict and
+constructor arguments, :func:`export_hf` writes a TextTask back. It imports cores and nn, never the tasks, so tasks
+(transfer from an HF directory) can use it; :func:`hrmkit.loading.load_hf` builds the TextTask itself.
 
 Two weight layouts exist for the same model (spec §6.2–6.3):
 
@@ -24,16 +28,22 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from hrmkit.cores import build_core
+from hrmkit.cores.base import RecursiveCore
+from hrmkit.cores.hrm import HRM
 from hrmkit.data.fields import swap_into_place
 from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.mlp import swiglu_intermediate
-from hrmkit.tasks.text import TextTask
+
+# A TextTask, duck-typed: this module must not import the tasks package (the tasks import it through transfer).
+TextTask = torch.nn.Module
 
 Layout = Literal["published", "transformers"]
 LAYOUTS: tuple[str, ...] = ("published", "transformers")
@@ -113,19 +123,30 @@ def _bp_steps(config: dict[str, Any], h_cycles: int, l_cycles: int) -> int:
     return max(2, min(h_cycles + max(l_bp, 1), h_cycles * (l_cycles + 1)))
 
 
-def load_hf(path: str | os.PathLike, fused_qkv: bool = True, **task_kwargs: Any) -> TextTask:
-    """Build a :class:`TextTask` (``hrm`` core, ``injection="hrm_text"``) from an HF ``hrm_text`` directory.
+@dataclass
+class HFModel:
+    """An HF ``hrm_text`` directory read into hrmkit terms: the core (weights not yet loaded), the TextTask
+    constructor arguments, and the TextTask state dict that fills it exactly."""
+
+    path: Path
+    core: RecursiveCore
+    task_args: dict[str, Any]  # vocab_size, pad_id, embedding_scale, attention
+    state: dict[str, Tensor]  # TextTask state-dict keys (core.*, embed_tokens.*, lm_head.*)
+    layout: Layout
+    dtype: str  # dtype of the tensors in the file
+    token_ids: dict[str, Any] = field(default_factory=dict)  # pad/bos/eos token ids from config.json
+
+
+def read_hf(path: str | os.PathLike, fused_qkv: bool = True) -> HFModel:
+    """Read an HF ``hrm_text`` directory (or its ``config.json`` / ``model.safetensors``); the layout is detected.
 
     Args:
-        path: the checkpoint directory (or its ``config.json`` / ``model.safetensors``); the layout is detected.
+        path: the checkpoint directory.
         fused_qkv: build the core with the fused gate|q|k|v projection (default) or split ones.
-        **task_kwargs: further TextTask arguments (lr, objective, ...) for fine-tuning the loaded model.
 
-    Weights load in fp32 (hrmkit keeps fp32 masters). Every tensor in the file must be used and every model
-    tensor filled; mismatches name the offending key.
+    Every tensor in the file must be used and every model tensor filled (checked when it is loaded into a task);
+    mismatches name the offending key.
     """
-    from hrmkit.cores import build_core
-
     directory = Path(path)
     if directory.is_file():
         directory = directory.parent
@@ -170,14 +191,12 @@ def load_hf(path: str | os.PathLike, fused_qkv: bool = True, **task_kwargs: Any)
                       fused_qkv=fused_qkv, bp_steps=_bp_steps(config, h_cycles, l_cycles))
     vocab = int(_field(config, "vocab_size", directory))
     pad = config.get("pad_token_id")
-    task_kwargs.setdefault("attention", "prefixlm" if config.get("prefix_lm", True) else "causal")
-    task = TextTask(core, vocab, pad_id=int(pad) if pad is not None and 0 <= int(pad) < vocab else 0,
-                    embedding_scale=None if math.isclose(float(scale), math.sqrt(d), rel_tol=1e-12) else float(scale),
-                    **task_kwargs)
-    state = _to_task_state(tensors, layout, per_stack, fused_qkv, directory)
-    _load_into(task, state, directory)
-    task.hf_token_ids = {k: config.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
-    return task
+    args = {"vocab_size": vocab, "pad_id": int(pad) if pad is not None and 0 <= int(pad) < vocab else 0,
+            "embedding_scale": None if math.isclose(float(scale), math.sqrt(d), rel_tol=1e-12) else float(scale),
+            "attention": "prefixlm" if config.get("prefix_lm", True) else "causal"}
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in tensors.values()})
+    return HFModel(directory, core, args, _to_task_state(tensors, layout, per_stack, fused_qkv, directory), layout,
+                   "/".join(dtypes), {k: config.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")})
 
 
 def _to_task_state(tensors: dict[str, Tensor], layout: Layout, per_stack: int, fused_qkv: bool,
@@ -220,7 +239,8 @@ def _to_task_state(tensors: dict[str, Tensor], layout: Layout, per_stack: int, f
     return out
 
 
-def _load_into(task: TextTask, state: dict[str, Tensor], where: Path) -> None:
+def load_into(task: torch.nn.Module, state: dict[str, Tensor], where: Path) -> None:
+    """Load ``state`` into ``task`` strictly, naming the first key or shape that does not fit."""
     own = task.state_dict()
     for key, value in state.items():
         if key not in own:
@@ -269,8 +289,6 @@ def hf_config(task: TextTask, layout: Layout = "published", dtype: str = "bfloat
 
 
 def _check_exportable(task: TextTask) -> Any:
-    from hrmkit.cores.hrm import HRM
-
     core = task.core
     problems = []
     if not isinstance(core, HRM):
@@ -336,7 +354,7 @@ def export_hf(task: TextTask, out_dir: str | os.PathLike, layout: Layout = "publ
         dtype: ``bfloat16`` (the published checkpoint), ``float32`` or ``float16``.
         overwrite: replace an existing ``out_dir``.
         token_ids: ``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` for config.json (HRM-Text: 5, 6, 11);
-            default: those read by :func:`load_hf`, else ``pad_id`` of the task.
+            default: those read by :func:`read_hf`, else ``pad_id`` of the task.
     """
     from safetensors.torch import save_file
 

@@ -26,6 +26,7 @@ from hrmkit.nn.puzzle_embedding import PuzzleEmbedding
 from hrmkit.optim import AdamATan2, SparseSignSGD
 from hrmkit.optim.schedules import warmup_cosine
 from hrmkit.parallel import parallelize
+from hrmkit.registry import TASKS
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
@@ -37,6 +38,7 @@ Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+@TASKS.register("PuzzleTask")
 class PuzzleTask(L.LightningModule):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, seq_len: int | None = None,
                  num_puzzle_identifiers: int | None = None,
@@ -330,6 +332,10 @@ class PuzzleTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
         return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers this task steps itself, beside Lightning's (for ``hrmkit.callbacks.LearningRates``)."""
+        return {} if self._emb_opt is None else {"puzzle_emb": self._emb_opt}
+
     def _exploration_rng(self) -> torch.Generator:
         """The task's own (CPU) generator for ACT exploration, seeded once from the global one: unlike the global
         generator it is not advanced by dataloader iterators, so a resumed run redraws exactly the same numbers."""
@@ -437,7 +443,7 @@ class PuzzleTask(L.LightningModule):
         names = self._tag_names()
         for i, v in enumerate(per_tag.tolist()):
             if not math.isnan(v):
-                values[f"val/exact_acc/{names[i] if i < len(names) else i}"] = torch.tensor(v)
+                values[f"val/exact_acc_by_tag/{names[i] if i < len(names) else i}"] = torch.tensor(v)
         self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=False)
         self.log("val/exact", values["val/exact_acc"].float(), prog_bar=True)
         for m in metrics.values():

@@ -39,6 +39,7 @@ from hrmkit.nn.linear import Linear
 from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
 from hrmkit.parallel import parallelize
+from hrmkit.registry import TASKS
 from hrmkit.tasks.metrics import fresh_metric_states
 from hrmkit.transfer import configure_init
 
@@ -49,6 +50,7 @@ IGNORE = -100
 _BATCH_KEYS = ("input_ids", "labels", "position_ids", "cu_seqlens", "prefix_lens")
 
 
+@TASKS.register("TextTask")
 class TextTask(L.LightningModule):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, objective: Objective = "response",
                  attention: AttentionKind = "prefixlm", lr: float = 2.2e-4, betas: tuple[float, float] = (0.9, 0.95),
