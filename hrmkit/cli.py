@@ -79,7 +79,15 @@ def lightning_cli(args: list[str]) -> None:
 
             install_checkpoint_io(self.trainer)
 
-        before_validate = before_test = before_predict = _checked_loads
+        before_validate = before_test = _checked_loads
+
+        def before_predict(self) -> None:
+            """Checked loads, and a PredictionWriter (JSONL next to the checkpoint's run) unless the recipe has a
+            prediction writer already (hrmkit.callbacks.predictions)."""
+            from hrmkit.callbacks.predictions import add_default_writer
+
+            self._checked_loads()
+            add_default_writer(self.trainer)
 
         def _parse_ckpt_path(self) -> None:
             """LightningCLI reads an explicit --ckpt_path's hyper-parameters before any hook: check the file first."""

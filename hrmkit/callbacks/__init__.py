@@ -5,7 +5,8 @@ from hrmkit.callbacks.deep_credit import DeepCreditWarmup, deep_credit_bp_steps
 from hrmkit.callbacks.ema import EMA
 from hrmkit.callbacks.magicnorm import HealthProblem, MagicNormError, MagicNormHealth, MagicNormWarning
 from hrmkit.callbacks.nonfinite import NonFiniteGuard
+from hrmkit.callbacks.predictions import PredictionWriter
 from hrmkit.callbacks.rng_state import RNGState
 
 __all__ = ["EMA", "ACTStats", "DeepCreditWarmup", "HealthProblem", "MagicNormError", "MagicNormHealth",
-           "MagicNormWarning", "NonFiniteGuard", "RNGState", "deep_credit_bp_steps"]
+           "MagicNormWarning", "NonFiniteGuard", "PredictionWriter", "RNGState", "deep_credit_bp_steps"]

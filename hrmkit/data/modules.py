@@ -479,3 +479,7 @@ class PuzzleDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
         return self._eval_loader()
+
+    def predict_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
+        """The test split in stored order, as evaluation sees it (``hrmkit predict``)."""
+        return self._eval_loader()

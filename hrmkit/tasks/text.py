@@ -275,6 +275,29 @@ class TextTask(L.LightningModule):
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
+    # -- prediction -----------------------------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Greedy generations for a prompt batch (:class:`hrmkit.data.text.prompts.PromptLoader`): per prompt the
+        generated ids (ending at a stop id, which is kept, or at the budget) next to its index, prompt and the
+        stored reference response."""
+        from hrmkit.generate import generate
+
+        prompts, budgets = batch["prompt_ids"], _column(batch["max_new_tokens"], len(batch["prompt_ids"]))
+        generated: list[list[int]] = [[] for _ in prompts]
+        by_budget: dict[int, list[int]] = {}
+        for i, budget in enumerate(budgets):
+            by_budget.setdefault(int(budget), []).append(i)
+        for budget, rows in by_budget.items():
+            outs = generate(self, [prompts[i] for i in rows], budget, stop_ids=batch.get("stop_ids", ()))
+            for i, out in zip(rows, outs):
+                generated[i] = out
+        out = {"prompt_ids": [list(map(int, p)) for p in prompts], "generated_ids": generated}
+        if "index" in batch:
+            out = {"index": batch["index"], **out}
+        if "reference_ids" in batch:
+            out["reference_ids"] = [list(map(int, r)) for r in batch["reference_ids"]]
+        return out
+
     # -- optimisation ---------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -317,3 +340,10 @@ def _num_samples(batch: dict[str, Any]) -> int:
     """Real samples in the packed row (documents past them are the padding tail); default: every document."""
     n = batch.get("num_samples")
     return batch["cu_seqlens"].numel() - 1 if n is None else int(n)
+
+
+def _column(value: Any, n: int) -> list[int]:
+    """A per-prompt integer column given as a tensor, a list, or one number for every prompt."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * n
