@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,12 @@ class PredictionWriter(BasePredictionWriter):
         self.rows = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning looks for a sampler to tell a writer which dataset indices each batch holds, and warns when the
+        # loader has none. hrmkit's loaders batch in the main process (no sampler); records carry their own fields
+        # (text: ``index``), so the lookup is not needed.
+        warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
+
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = Path(self.output_dir) if self.output_dir else default_output_dir(trainer)
         ckpt = getattr(trainer, "ckpt_path", None)

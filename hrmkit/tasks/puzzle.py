@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.cores.flops import core_flops_per_token, core_forward_flops_per_token
 from hrmkit.distributed import gather_per_rank, pick_rank
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
@@ -156,6 +158,7 @@ class PuzzleTask(L.LightningModule):
         self._configure_io()
         configure_init(self)
         parallelize(self)
+        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
@@ -514,3 +517,18 @@ class PuzzleTask(L.LightningModule):
         if "valid" in batch:
             out["valid"] = batch["valid"]
         return out
+
+    # -- summary --------------------------------------------------------------------------------------------------
+    def flops_summary(self) -> str | None:
+        """Training FLOPs per sample of one step (one ACT segment), App. A count: the core's forward and backward
+        over the grid and prefix positions, plus the no-grad bootstrap pass of ``halting="hrm"``."""
+        if self.hparams.get("seq_len") is None:
+            return None
+        tokens = self.hparams.seq_len + self.prefix_len
+        per_token = core_flops_per_token(self.core)
+        bootstrap = self.hparams.halting == "hrm" and self.hparams.halt_max_steps > 1
+        if bootstrap:
+            per_token += core_forward_flops_per_token(self.core)
+        note = " incl. the Q-target pass" if bootstrap else ""
+        return (f"{format_flops(per_token * tokens)} per sample per segment ({tokens} positions{note}; App. A: "
+                "heads and attention scores not counted)")

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.cores.flops import core_flops_per_token
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.cache import KVCache
 from hrmkit.nn.init import trunc_normal_
@@ -138,6 +140,7 @@ class TextTask(L.LightningModule):
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
         configure_init(self)
         parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
+        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -297,6 +300,13 @@ class TextTask(L.LightningModule):
         if "reference_ids" in batch:
             out["reference_ids"] = [list(map(int, r)) for r in batch["reference_ids"]]
         return out
+
+    # -- summary --------------------------------------------------------------------------------------------------
+    def flops_summary(self) -> str:
+        """Training FLOPs per token (samples vary in length), App. A count: the core's forward over every call and
+        backward over the calls inside the gradient horizon."""
+        return (f"{format_flops(core_flops_per_token(self.core))} per token (App. A: embedding, LM head and "
+                "attention scores not counted)")
 
     # -- optimisation ---------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
