@@ -177,6 +177,11 @@ def load_hf(path: str | os.PathLike, fused_qkv: bool = True, **task_kwargs: Any)
     state = _to_task_state(tensors, layout, per_stack, fused_qkv, directory)
     _load_into(task, state, directory)
     task.hf_token_ids = {k: config.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    from lightning.pytorch.utilities import rank_zero_info
+
+    task.hf_layout = layout  # what was detected, for callers and logs
+    task.hf_dtype = ",".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}))
+    rank_zero_info(f"hrmkit: loaded {directory}: {layout} layout, {task.hf_dtype} weights (kept as fp32)")
     return task
 
 
