@@ -314,6 +314,8 @@ class PuzzleTask(L.LightningModule):
         halted since the last row. A row with no halted sequence leaves them out rather than logging a false 0
         (runs the Timer stops mid-interval, early steps before any sequence halts)."""
         sums = getattr(self, "_halted_sums", None)
+        # Lightning's own "this step writes a row" test (log_every_n_steps, or should_stop set by a callback such as
+        # the Timer before this hook runs); there is no public equivalent in lightning 2.6.
         if sums is None or not self.trainer._logger_connector.should_update_logs:
             return
         self._halted_sums = None
