@@ -285,6 +285,10 @@ class TextTask(L.LightningModule):
         stored reference response."""
         from hrmkit.generate import generate
 
+        missing = [k for k in ("prompt_ids", "max_new_tokens") if k not in batch]
+        if missing:
+            raise KeyError(f"TextTask.predict_step needs a prompt batch with {missing} (TextDataModule's "
+                           "predict_dataloader makes one; see hrmkit.data.text.prompts)")
         prompts, budgets = batch["prompt_ids"], _column(batch["max_new_tokens"], len(batch["prompt_ids"]))
         generated: list[list[int]] = [[] for _ in prompts]
         by_budget: dict[int, list[int]] = {}
