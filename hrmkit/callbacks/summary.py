@@ -63,12 +63,10 @@ class FlopsModelSummary(RichModelSummary):
 def use_flops_summary(trainer: L.Trainer | None) -> None:
     """Swap the Trainer's model summary for a :class:`FlopsModelSummary` with the same ``max_depth`` (tasks call
     this from ``configure_model``, before ``on_fit_start`` prints it); nothing when the summary is off."""
-    if trainer is None:
-        return
-    for i, cb in enumerate(trainer.callbacks):
+    callbacks = getattr(trainer, "callbacks", None)  # None: no Trainer (or a stand-in without callbacks)
+    for i, cb in enumerate(callbacks or []):
         if isinstance(cb, LightningModelSummary) and not isinstance(cb, FlopsModelSummary):
-            replacement = FlopsModelSummary(max_depth=cb._max_depth, **cb._summarize_kwargs)
-            trainer.callbacks[i] = replacement
+            callbacks[i] = FlopsModelSummary(max_depth=cb._max_depth, **cb._summarize_kwargs)
 
 
 def format_flops(value: float) -> str:
