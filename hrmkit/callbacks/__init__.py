@@ -6,8 +6,10 @@ from hrmkit.callbacks.ema import EMA
 from hrmkit.callbacks.learning_rates import LearningRates
 from hrmkit.callbacks.magicnorm import HealthProblem, MagicNormError, MagicNormHealth, MagicNormWarning
 from hrmkit.callbacks.nonfinite import NonFiniteGuard
+from hrmkit.callbacks.predictions import PredictionWriter
 from hrmkit.callbacks.rng_state import RNGState
 from hrmkit.callbacks.throughput import Throughput
 
 __all__ = ["EMA", "ACTStats", "DeepCreditWarmup", "HealthProblem", "LearningRates", "MagicNormError",
-           "MagicNormHealth", "MagicNormWarning", "NonFiniteGuard", "RNGState", "Throughput", "deep_credit_bp_steps"]
+           "MagicNormHealth", "MagicNormWarning", "NonFiniteGuard", "PredictionWriter", "RNGState", "Throughput",
+           "deep_credit_bp_steps"]
