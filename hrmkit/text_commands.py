@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hrmkit.loading import load
-from hrmkit.tasks.text import TextTask
 
+def load_text_model(model: str) -> Any:
+    """A :class:`~hrmkit.tasks.text.TextTask` from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text``
+    directory (imported here and not annotated, so that ``hrmkit data text`` starts without torch: jsonargparse
+    resolves even ``TYPE_CHECKING`` imports of a command's module)."""
+    from hrmkit.loading import load
+    from hrmkit.tasks.text import TextTask
 
-def load_text_model(model: str) -> TextTask:
-    """A TextTask from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text`` directory."""
     return load(model, TextTask)
 
 

@@ -9,7 +9,9 @@
   run averages its recent weights and a long one ends at the configured μ.
 
 :attr:`ParameterEMA.initial_share` tracks the weight the initial parameters still hold in the average (the product
-of the decays applied); :func:`ema_staleness` turns it into the warning the callback and ``export`` print. Only parameters with ``requires_grad`` are averaged;
+of the decays applied); :func:`ema_staleness` turns it into the warning the callback and ``export`` print.
+
+Only parameters with ``requires_grad`` are averaged;
 buffers (puzzle-embedding tables, fixed ``z_init`` states) are never copied, so evaluation with the shadow always
 uses the live buffers. Low-precision parameters get an fp32 shadow so the (1 − μ) increments are not rounded away.
 
