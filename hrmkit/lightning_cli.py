@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 #: The command-line keys that name the model's core.
@@ -112,6 +113,8 @@ class HrmkitCLI(LightningCLI):
 
         config = self.config_init[self.subcommand]
         config["ckpt_path"] = prepare_fit(self.trainer, config.get("ckpt_path"))
+        if not any(isinstance(cb, RecordLogVersion) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(RecordLogVersion())
         continue_logger_version(self.trainer, config["ckpt_path"])
         self._align_logger_versions()
         _explain_exception_checkpoints(self.trainer)
@@ -262,8 +265,14 @@ def _explicit_model_keys(argv: list[str]) -> list[str]:
 
 # -- where runs log -------------------------------------------------------------------------------------------------
 def run_root(ckpt: str | Path) -> Path:
-    """The folder a checkpoint's run logged under (its ``default_root_dir``): ``<root>/checkpoints/x.ckpt`` and
-    ``<root>/lightning_logs/version_N/checkpoints/x.ckpt`` both give ``<root>``."""
+    """The folder a checkpoint's run logged under: its logger's ``save_dir`` as recorded in the checkpoint, else
+    from the path: ``<root>/checkpoints/x.ckpt`` and ``<root>/lightning_logs/version_N/checkpoints/x.ckpt`` both
+    give ``<root>``."""
+    import torch
+
+    record = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get(LOG_KEY)
+    if isinstance(record, dict) and record.get("save_dir"):
+        return Path(record["save_dir"])
     folder = Path(ckpt).resolve().parent
     if folder.name == "checkpoints":
         folder = folder.parent
@@ -272,11 +281,35 @@ def run_root(ckpt: str | Path) -> Path:
     return folder
 
 
+#: Checkpoint key under which :class:`RecordLogVersion` keeps the logger folder a run wrote to.
+LOG_KEY = "hrmkit_log"
+
+
+class RecordLogVersion(Callback):
+    """Remember in every checkpoint which logger folder the run logs to, so a resume continues that version even
+    when checkpoints live elsewhere (``ModelCheckpoint(dirpath=...)``)."""
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        logger = trainer.loggers[0] if trainer.loggers else None
+        if logger is not None and logger.save_dir is not None:
+            checkpoint[LOG_KEY] = {"save_dir": str(Path(logger.save_dir).resolve()), "name": str(logger.name),
+                                   "version": logger.version}
+
+
 def checkpoint_version(ckpt: str | Path, logger: Any) -> int | str | None:
-    """The logger version a checkpoint was written under (``.../<name>/version_N/checkpoints/x.ckpt``), when that
-    is this logger's folder; else None."""
+    """The logger version a checkpoint was written under, when that is this logger's folder; else None. Read from
+    the checkpoint's :data:`LOG_KEY` record, else from its path (``.../<name>/version_N/checkpoints/x.ckpt``)."""
+    import torch
+
     path = Path(ckpt).resolve()
-    if path.parent.name != "checkpoints" or logger.save_dir is None:
+    if logger.save_dir is None:
+        return None
+    record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(LOG_KEY)
+    if isinstance(record, dict):
+        same = (record.get("save_dir") == str(Path(logger.save_dir).resolve())
+                and record.get("name") == str(logger.name))
+        return record.get("version") if same else None
+    if path.parent.name != "checkpoints":
         return None
     version_dir = path.parent.parent
     if version_dir.parent.resolve() != (Path(logger.save_dir) / str(logger.name)).resolve():
