@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hrmkit.cli import main
 from hrmkit.data.puzzles.sudoku import build_sudoku
@@ -75,6 +76,18 @@ def test_fit_logs_checkpoints_and_resumes(sudoku_dir, tmp_path, monkeypatch):
     [(first_file, series)] = stitch_runs([version / "metrics.part-0.csv", version / "metrics.csv"])
     assert [x for x, _ in series["train/loss"]] == [0, 1, 2, 3, 4, 5]
     assert read_metrics(version / "metrics.csv")["train/loss"][0][0] == 4
+
+    # validate --ckpt_path logs beside that checkpoint's run (not into the recipe's default_root_dir), and a
+    # command-line eval_segments wins over the value stored in the checkpoint
+    assert main(["validate", "-c", str(RECIPE), "--data.init_args.data_dir", str(sudoku_dir),
+                 "--trainer.enable_model_summary", "false", "--ckpt_path", str(last),
+                 "--model.init_args.eval_segments", "5"]) is None
+    assert not (tmp_path / "runs").exists()
+    evaluated = run / "logs/lightning_logs/version_1"
+    assert yaml.safe_load((evaluated / "hparams.yaml").read_text())["eval_segments"] == 5
+    with open(evaluated / "metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r.get("val/segments_halted"))
+    assert 1.0 <= float(row["val/segments_halted"]) <= 5.0
 
 
 def test_text_task_takes_its_vocabulary_from_the_datamodule():
