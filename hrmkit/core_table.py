@@ -97,12 +97,26 @@ def core_rows() -> list[list[str]]:
     return rows
 
 
-def list_cores() -> None:
+def list_cores(sizes: bool = False) -> None:
     """List every registered core: name, where it comes from, import path, and its named variants.
 
     A core is named in a recipe or on the command line by its name (``class_path: hrm``), name and variant
     (``--model.init_args.core hrm:tiny``) or import path.
+
+    Args:
+        sizes: instead, one row per core × variant with its parameter count, schedule and gradient horizon (built
+            on the meta device: no memory, a few seconds).
     """
+    if sizes:
+        from hrmkit.cores.sizes import core_sizes
+
+        table = Table(title="hrmkit core sizes")
+        for col in ("core", "variant", "parameters", "schedule", "bp_steps"):
+            table.add_column(col, justify="right" if col in ("parameters", "bp_steps") else "left")
+        for row in core_sizes():
+            table.add_row(row.core, row.variant, f"{row.parameters:,}", row.schedule, str(row.bp_steps))
+        Console(width=160).print(table)
+        return
     table = Table(title="hrmkit cores")
     for col in ("name", "source", "class", "variants"):
         table.add_column(col)
