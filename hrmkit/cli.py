@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         return None
     try:
         _dispatch(argv)
+    except SystemExit as err:  # Lightning's SIGTERMException is a SystemExit
+        if not _is_sigterm(err):
+            raise
+        print("hrmkit: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (resume with --ckpt_path last)",
+              file=sys.stderr)
+        sys.exit(143)
     except Exception as err:
-        if _is_sigterm(err):
-            print("hrmkit: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (resume with --ckpt_path last)",
-                  file=sys.stderr)
-            sys.exit(143)
         if os.environ.get("HRMKIT_DEBUG") == "1" or not _is_user_error(err):
             raise
         message, hint = _describe(err, argv)
