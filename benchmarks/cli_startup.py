@@ -3,8 +3,8 @@ ones' floor (``import torch`` / ``import lightning``), in fresh interpreters.
 
 Runs each command ``--repeats`` times, alternating commands within a round so machine load hits them alike, and
 prints the median and best wall time per command with the load average, and the median CPU time (user + system of
-the child process), which the shared machine's load inflates far less than wall time. ``hrmkit cores`` is measured with a warm
-cache (its first run, which imports the cores, is reported separately as ``cores (cold cache)``).
+the child process), which the shared machine's load inflates far less than wall time. ``hrmkit cores`` is measured
+with a warm cache (its first run, which imports the cores, is reported separately as ``cores (cold cache)``).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/cli_startup.py --repeats 5
 """
