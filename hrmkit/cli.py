@@ -179,7 +179,7 @@ def _dispatch(argv: list[str]) -> None:
         _sigusr1_as_sigterm()
     from jsonargparse import auto_cli
 
-    auto_cli(_selected(argv), args=argv, as_positional=False, exit_on_error=False)
+    auto_cli(_selected(argv), args=argv, as_positional=False, exit_on_error=False, prog="hrmkit")
 
 
 class _UnknownCommand(ValueError):

@@ -41,6 +41,7 @@ class HrmkitCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("exit_on_error", False)  # parse errors raise, so main() can print them briefly
+        parser_kwargs.setdefault("prog", "hrmkit")
         if _has_omegaconf():
             parser_kwargs.setdefault("parser_mode", "omegaconf")
         with warnings.catch_warnings():
