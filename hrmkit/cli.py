@@ -1,9 +1,11 @@
 """The ``hrmkit`` command line.
 
-``hrmkit fit|validate|test|predict`` is LightningCLI (YAML recipes, ``class_path`` cores, every Trainer option);
-``hrmkit cores``, ``hrmkit demo`` and ``hrmkit data ...`` (dataset builders) are jsonargparse
-commands. Plugins are imported before anything parses,
-so short class names and Lightning's checkpoint class guard both see them.
+``hrmkit fit|validate|test|predict`` is LightningCLI (:class:`hrmkit.lightning_cli.HrmkitCLI`: YAML recipes,
+``class_path`` cores, every Trainer option); the other commands (``cores``, ``demo``, ``data ...``, ``show``,
+``plot``, ``eval ...``, ``generate``, ``export ...``, ``transfer``) are functions whose signature and docstring are
+their command line (jsonargparse). This module imports nothing heavy: the command table names each function by
+import path, and only the command that runs is imported, so ``hrmkit --help``, ``hrmkit cores`` and
+``hrmkit data sudoku --help`` start without torch or Lightning (benchmarks/cli_startup.py).
 
 User errors (bad flags or YAML keys, unknown cores, missing datasets, invalid settings) end with one
 ``hrmkit: error: ...`` paragraph and exit status 2; ``HRMKIT_DEBUG=1`` re-raises them with the full traceback.
@@ -13,48 +15,51 @@ requeue preempted runs; ``fit --ckpt_path last`` resumes from the newest valid c
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import re
 import sys
 import traceback
 import warnings
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import Any
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+#: Every command: a ``module:function`` path (its signature is the command line), a group of them, or None for the
+#: LightningCLI subcommands; with the one-line description ``hrmkit --help`` prints without importing anything.
+COMMANDS: dict[str, tuple[str | dict[str, str] | None, str]] = {
+    "fit": (None, "Train a model from a recipe: hrmkit fit -c recipe.yaml [--ckpt_path last] (LightningCLI)."),
+    "validate": (None, "Evaluate a checkpoint on the validation split: -c recipe.yaml --ckpt_path run/x.ckpt."),
+    "test": (None, "Evaluate a checkpoint on the test split: -c recipe.yaml --ckpt_path run/x.ckpt."),
+    "predict": (None, "Run a model's predict_step over the data module: -c recipe.yaml --ckpt_path run/x.ckpt."),
+    "cores": ("hrmkit.core_table:list_cores", "List every registered core, where it comes from and its variants."),
+    "demo": ("hrmkit.cli:demo", "Generate Sudoku, train a small TRM on the CPU, and show it solving puzzles."),
+    "data": ({"sudoku": "hrmkit.data.puzzles.sudoku:build_sudoku", "maze": "hrmkit.data.puzzles.maze:build_maze",
+              "arc": "hrmkit.data.puzzles.arc:build_arc", "import-hrm": "hrmkit.data.puzzles.hrm_import:import_hrm",
+              "text": "hrmkit.text_commands:data_text_command", "data-io": "hrmkit.data.text.data_io:import_data_io",
+              "gsm-symbolic": "hrmkit.data.text.gsm_symbolic:build_gsm_symbolic"},
+             "Build a dataset: sudoku, maze, arc, import-hrm, text, data-io, gsm-symbolic."),
+    "show": ("hrmkit.show:show", "Write PNG pictures of puzzles, with a model's answers if given."),
+    "plot": ("hrmkit.plot:plot", "Render loss, accuracy and MagicNorm charts from a run's metrics.csv files."),
+    "eval": ({"arc": "hrmkit.eval.arc_runner:evaluate_arc", "text": "hrmkit.eval.text:evaluate_text",
+              "lm-eval": "hrmkit.eval.lm_eval_command:evaluate_lm_eval"},
+             "Task evaluations of checkpoints: arc (voting, pass@k), text (benchmarks), lm-eval (harness tasks)."),
+    "generate": ("hrmkit.text_commands:generate_text", "Answer instructions with a text model (checkpoint or export)."),
+    "export": ({"hf": "hrmkit.text_commands:export_hf_command"},
+               "Export a text model: hf (config, weights, tokenizer, generation config)."),
+    "transfer": ("hrmkit.commands.transfer:transfer_command",
+                 "Copy the core of one trained model into another model and print what matched."),
+}
 
-def list_cores(sizes: bool = False) -> None:
-    """List every registered core: name, where it comes from, import path, and its named variants.
 
-    Args:
-        sizes: instead, one row per core × variant with its parameter count, schedule and gradient horizon (built
-            on the meta device: no memory, a few seconds).
-    """
-    from hrmkit.cores import CORES
+def __getattr__(name: str) -> Any:  # ``from hrmkit.cli import HrmkitCLI`` without importing Lightning up front
+    if name == "HrmkitCLI":
+        from hrmkit.lightning_cli import HrmkitCLI
 
-    if sizes:
-        from hrmkit.cores.sizes import core_sizes
-
-        table = Table(title="hrmkit core sizes")
-        for col in ("core", "variant", "parameters", "schedule", "bp_steps"):
-            table.add_column(col, justify="right" if col in ("parameters", "bp_steps") else "left")
-        for row in core_sizes():
-            table.add_row(row.core, row.variant, f"{row.parameters:,}", row.schedule, str(row.bp_steps))
-        Console(width=160).print(table)
-        return
-    table = Table(title="hrmkit cores")
-    for col in ("name", "source", "class", "variants"):
-        table.add_column(col)
-    for entry in CORES.entries():
-        if entry.error:
-            table.add_row(entry.name, entry.source, f"[red]failed to load: {entry.error}[/]", "")
-            continue
-        cls = CORES.get(entry.name)
-        table.add_row(entry.name, entry.source, entry.target, " ".join(sorted(getattr(cls, "variants", {}))))
-    Console(width=160).print(table)
+        return HrmkitCLI
+    raise AttributeError(f"module 'hrmkit.cli' has no attribute {name!r}")
 
 
 def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1) -> None:
@@ -72,93 +77,36 @@ def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_s
 
 
 def lightning_cli(args: list[str]) -> None:
-    """LightningCLI over any LightningModule / LightningDataModule (subclass mode: pick them in the recipe)."""
-    from lightning.pytorch.cli import LightningCLI
+    """``hrmkit fit|validate|test|predict``: :class:`hrmkit.lightning_cli.HrmkitCLI` over ``args``."""
+    from hrmkit.lightning_cli import run
 
-    parser_kwargs: dict = {"exit_on_error": False}  # parse errors raise, so main() can print them briefly
-    if _has_omegaconf():
-        parser_kwargs["parser_mode"] = "omegaconf"
-
-    class HrmkitCLI(LightningCLI):
-        def before_fit(self) -> None:
-            """Crash-safe fit: atomic checkpoints, RNG states, a checkpoint on SIGTERM/SIGUSR1/crash, and
-            ``--ckpt_path last`` resolved to the newest valid checkpoint (see hrmkit.checkpointing)."""
-            from hrmkit.checkpointing import prepare_fit
-
-            config = self.config_init[self.subcommand]
-            config["ckpt_path"] = prepare_fit(self.trainer, config.get("ckpt_path"))
-
-        def _checked_loads(self) -> None:
-            """validate/test/predict --ckpt_path: torn files and pickled code are refused with a clear error."""
-            from hrmkit.checkpointing import install_checkpoint_io
-
-            install_checkpoint_io(self.trainer)
-            # fit adds RNGState (exact resume of the RNG streams); evaluation never resumes training, so Lightning's
-            # note that the checkpoint was made with an RNGState callback this Trainer lacks is noise here.
-            warnings.filterwarnings("ignore", message=r".*Please add the following callbacks: \['RNGState'\]")
-
-        def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
-            """Without TensorBoard, Lightning's default logger is a CSVLogger in default_root_dir, announced by a
-            notice about tensorboardX; name that logger explicitly (same folder, same files), so there is no notice."""
-            if config.get("logger") in (None, True) and not config.get("barebones"):
-                config["logger"] = _default_logger(config.get("default_root_dir"))
-            return super()._instantiate_trainer(config, callbacks)
-
-        before_validate = before_test = _checked_loads
-
-        def before_predict(self) -> None:
-            """Checked loads, and a PredictionWriter (JSONL next to the checkpoint's run) unless the recipe has a
-            prediction writer already (hrmkit.callbacks.predictions)."""
-            from hrmkit.callbacks.predictions import add_default_writer
-
-            self._checked_loads()
-            add_default_writer(self.trainer)
-
-        def _parse_ckpt_path(self) -> None:
-            """LightningCLI reads an explicit --ckpt_path's hyper-parameters before any hook: check the file first."""
-            from hrmkit.checkpointing import check_checkpoint
-
-            sub = self.config.get("subcommand")
-            path = self.config[sub].get("ckpt_path") if sub else None
-            if path and Path(path).is_file():
-                check_checkpoint(path)
-            super()._parse_ckpt_path()
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        HrmkitCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)
+    run(args)
 
 
-def _default_logger(root: str | None) -> object:
-    """What ``logger=True`` resolves to: Lightning's own choice (TensorBoard) when it is installed, else the
-    CSVLogger Lightning would fall back to, created here so its tensorboardX notice is not printed."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        return True
-    from lightning.pytorch.loggers import CSVLogger
-
-    return CSVLogger(save_dir=root or os.getcwd())
-
-
-def _has_omegaconf() -> bool:
-    try:
-        import omegaconf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def help_text() -> str:
+    """``hrmkit --help``: every command with its one-line description."""
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["usage: hrmkit <command> [options]    (hrmkit <command> --help shows a command's options)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}{text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "User errors exit with status 2 and one `hrmkit: error:` paragraph (HRMKIT_DEBUG=1: traceback).",
+              "Docs: docs/getting-started.md, docs/cli.md."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``hrmkit`` script: run one subcommand, turning user errors into a short message."""
+    """Entry point of the ``hrmkit`` script: run one command, turning user errors into a short message."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    _sigusr1_as_sigterm()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text())
+        return None
     try:
         _dispatch(argv)
-    except SIGTERMException:
-        print("hrmkit: stopped by SIGTERM/SIGUSR1 (resume with --ckpt_path last)", file=sys.stderr)
+    except SystemExit as err:  # Lightning's SIGTERMException is a SystemExit
+        if not _is_sigterm(err):
+            raise
+        print("hrmkit: stopped by SIGTERM/SIGUSR1 after saving a checkpoint (resume with --ckpt_path last)",
+              file=sys.stderr)
         sys.exit(143)
     except Exception as err:
         if os.environ.get("HRMKIT_DEBUG") == "1" or not _is_user_error(err):
@@ -167,6 +115,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hrmkit: error: {message}\nhint: {hint}", file=sys.stderr)
         sys.exit(2)
     return None
+
+
+def _is_sigterm(err: BaseException) -> bool:
+    if "lightning" not in sys.modules:
+        return False
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, SIGTERMException)
 
 
 def _sigusr1_as_sigterm() -> None:
@@ -180,34 +136,65 @@ def _sigusr1_as_sigterm() -> None:
         signal.signal(signal.SIGUSR1, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
 
 
-def _dispatch(argv: list[str]) -> None:
-    """Load plugins, then hand ``argv`` to LightningCLI or to the jsonargparse commands."""
+def _load_plugins() -> None:
+    """Import plugins before LightningCLI parses (short class names and the checkpoint class guard need them)."""
     from hrmkit.registry import load_plugins
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # `hrmkit cores` shows failed plugins itself
+        warnings.simplefilter("ignore")
         failed = load_plugins()
-    if failed and (not argv or argv[0] != "cores"):
-        for name, err in failed.items():
-            print(f"hrmkit: plugin {name} failed to load ({err}); everything else still works", file=sys.stderr)
-    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+    for name, err in failed.items():
+        print(f"hrmkit: plugin {name} failed to load ({err}); everything else still works", file=sys.stderr)
+
+
+def _function(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _command(group: str, path: str) -> Any:
+    """The function behind a command; dataset builders print a one-line summary after a build (hrmkit.data.summary)."""
+    fn = _function(path)
+    if group == "data":
+        from hrmkit.data.summary import with_summary
+
+        fn = with_summary(fn)
+    return fn
+
+
+def _selected(argv: list[str]) -> dict[str, Any]:
+    """The jsonargparse command dict for ``argv``: only the named command (and group member) is imported."""
+    name = argv[0]
+    target = COMMANDS[name][0]
+    if isinstance(target, str):
+        return {name: _command(name, target)}
+    member = argv[1] if len(argv) > 1 else None
+    if member in target:
+        return {name: {member: _command(name, target[member])}}
+    return {name: {k: _command(name, v) for k, v in target.items()}}  # `hrmkit data --help`, or a typo: list them all
+
+
+def _dispatch(argv: list[str]) -> None:
+    """Hand ``argv`` to LightningCLI or to the one jsonargparse command it names."""
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, COMMANDS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise _UnknownCommand(f"unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})")
+    if name in LIGHTNING_SUBCOMMANDS:
+        _load_plugins()
+        _sigusr1_as_sigterm()
         lightning_cli(argv)
         return
+    if name == "demo":
+        _sigusr1_as_sigterm()
     from jsonargparse import auto_cli
 
-    from hrmkit.commands.transfer import transfer_command
-    from hrmkit.eval.arc_runner import evaluate_arc
-    from hrmkit.eval.lm_eval_command import evaluate_lm_eval
-    from hrmkit.eval.text import evaluate_text
-    from hrmkit.plot import plot
-    from hrmkit.show import show
-    from hrmkit.text_commands import export_hf_command, generate_text
+    auto_cli(_selected(argv), args=argv, as_positional=False, exit_on_error=False, prog="hrmkit")
 
-    auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc, "text": evaluate_text, "lm-eval": evaluate_lm_eval},
-              "generate": generate_text,
-              "export": {"hf": export_hf_command}, "transfer": transfer_command},
-             args=argv, as_positional=False, exit_on_error=False)
+
+class _UnknownCommand(ValueError):
+    """``hrmkit <unknown>``."""
 
 
 _HRMKIT_DIR = str(Path(__file__).resolve().parent)
@@ -223,7 +210,7 @@ def _is_user_error(err: BaseException) -> bool:
     from hrmkit.registry import PluginError
 
     if isinstance(err, (ArgumentError, FileNotFoundError, FileExistsError, NotADirectoryError, PluginError,
-                        HrmkitInputError)):
+                        HrmkitInputError, _UnknownCommand)):
         return True
     if isinstance(err, (ValueError, KeyError)):  # only hrmkit's own checks, which name the setting to fix
         frames = traceback.extract_tb(err.__traceback__)
@@ -244,36 +231,28 @@ def _describe(err: BaseException, argv: list[str]) -> tuple[str, str]:
             message += f" (registered cores: {_core_names()}; `hrmkit cores` lists them)"
         return _shorten(message), f"see the accepted options with `hrmkit {command} --help`"
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else str(err)
-    message = f"{type(err).__name__}: {text}"
+    message = f"{type(err).__name__}: {command_line_spelling(text)}"
     return _shorten(message), "rerun with HRMKIT_DEBUG=1 for the full traceback"
 
 
+def command_line_spelling(text: str) -> str:
+    """Python keyword spelling in library messages (``overwrite=True``) as the flag a user types
+    (``--overwrite true``)."""
+    return re.sub(r"\b([a-z][a-z0-9_]*)=(True|False)\b", lambda m: f"--{m[1]} {m[2].lower()}", text)
+
+
 def _core_names() -> str:
-    """``name (import path)`` of every registered core that loaded."""
+    """``name (import path)`` of every registered core that loaded; the names work as class paths too."""
     from hrmkit.cores import CORES
 
-    return ", ".join(f"{e.name} ({e.target})" for e in CORES.entries() if not e.error)
+    names = ", ".join(f"{e.name} ({e.target})" for e in CORES.entries() if not e.error)
+    return f"{names}; give a name, name:variant (e.g. hrm:tiny) or an import path"
 
 
 def _shorten(message: str, limit: int = 1200) -> str:
     """Collapse whitespace and cap the length, so the message stays one paragraph."""
     message = re.sub(r"\s+", " ", message).strip()
     return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def _data_commands() -> dict:
-    """``hrmkit data <builder>``: each builder function's signature and docstring are its command line."""
-    from hrmkit.data.puzzles.arc import build_arc
-    from hrmkit.data.puzzles.hrm_import import import_hrm
-    from hrmkit.data.puzzles.maze import build_maze
-    from hrmkit.data.puzzles.sudoku import build_sudoku
-    from hrmkit.data.summary import with_summary
-    from hrmkit.data.text import build_gsm_symbolic, import_data_io
-    from hrmkit.text_commands import data_text_command
-
-    builders = {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
-                "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
-    return {name: with_summary(fn) for name, fn in builders.items()}  # one summary line per build
 
 
 if __name__ == "__main__":

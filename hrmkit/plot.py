@@ -52,11 +52,17 @@ Series = dict[str, list[tuple[float, float]]]
 def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
     """Render the charts listed in the module docstring for every ``metrics.csv`` under ``run_dir``.
 
+    A run resumed with ``--ckpt_path`` is drawn as one continuous curve: its earlier segments (``metrics.part-<k>.csv``
+    beside ``metrics.csv`` in the same version folder, and, for runs logged before hrmkit continued versions, the
+    ``version_N`` folders of the same logger) are stitched in order, each later segment replacing the earlier
+    points from its first step on. A segment that starts no later than the previous one is a new run, and a
+    ``validate``/``test`` log (no ``train`` column) stands alone: charts of their own.
+
     Args:
         run_dir: a directory searched recursively for Lightning ``CSVLogger`` ``metrics.csv`` files (one run's
             version folder or a whole tree of runs), or one ``metrics.csv`` file.
-        out_dir: where the PNGs go. Default: a ``plots`` folder next to each ``metrics.csv``. When given and
-            several files are found, each gets a sub-folder named after its path relative to ``run_dir``.
+        out_dir: where the PNGs go. Default: a ``plots`` folder next to each run's first ``metrics`` file. When
+            given and several runs are found, each gets a sub-folder named after its path relative to ``run_dir``.
 
     Returns:
         The paths of the PNGs written, in order.
@@ -65,20 +71,62 @@ def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
     if root.is_file():
         files, root = [root], root.parent
     elif root.is_dir():
-        files = sorted(root.rglob("metrics.csv"))
+        files = sorted([*root.rglob("metrics.csv"), *root.rglob("metrics.part-*.csv")])
     else:
         raise FileNotFoundError(f"hrmkit plot: {run_dir} does not exist")
     if not files:
         raise FileNotFoundError(f"hrmkit plot: no metrics.csv under {run_dir} (is the run logged with CSVLogger?)")
+    runs = stitch_runs(files)
     written: list[str] = []
-    for path in files:
-        rel = path.parent.relative_to(root)
+    for first, series in runs:
+        rel = first.parent.relative_to(root)
         if out_dir is None:
-            target = path.parent / "plots"
+            target = first.parent / "plots"
         else:
-            target = Path(out_dir) if len(files) == 1 or rel == Path(".") else Path(out_dir) / "_".join(rel.parts)
-        written += _plot_file(path, target)
+            target = Path(out_dir) if len(runs) == 1 or rel == Path(".") else Path(out_dir) / "_".join(rel.parts)
+        written += _plot_series(series, target)
     return written
+
+
+_VERSION = re.compile(r"version_(\d+)")
+_PART = re.compile(r"metrics\.part-(\d+)\.csv")
+
+
+def _segment_key(path: Path) -> tuple:
+    """Order of a run's segments: logger version, then earlier parts, then the live ``metrics.csv``."""
+    version = _VERSION.fullmatch(path.parent.name)
+    part = _PART.fullmatch(path.name)
+    return (int(version[1]) if version else -1, int(part[1]) if part else float("inf"))
+
+
+def stitch_runs(files: Sequence[Path]) -> list[tuple[Path, Series]]:
+    """Group metrics files into runs (see :func:`plot`) and stitch each run's segments; ``(first file, series)``."""
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        key = f.parent.parent if _VERSION.fullmatch(f.parent.name) else f.parent
+        groups.setdefault(key, []).append(f)
+    runs: list[tuple[Path, Series]] = []
+    for key in sorted(groups):
+        current: tuple[Path, Series, float] | None = None
+        for f in sorted(groups[key], key=_segment_key):
+            series = read_metrics(f)
+            steps = [x for pts in series.values() for x, _ in pts]
+            if not steps:
+                continue
+            start = min(steps)
+            trains = any(k.startswith("train") for k in series)  # validate/test runs stand alone
+            if current is not None and trains and start > current[2]:
+                merged = {k: [p for p in pts if p[0] < start] for k, pts in current[1].items()}
+                for k, pts in series.items():
+                    merged.setdefault(k, []).extend(pts)
+                current = (current[0], {k: v for k, v in merged.items() if v}, start)
+                continue
+            if current is not None:
+                runs.append(current[:2])
+            current = (f, series, start)
+        if current is not None:
+            runs.append(current[:2])
+    return runs
 
 
 def read_metrics(path: str | Path) -> Series:
@@ -97,8 +145,7 @@ def read_metrics(path: str | Path) -> Series:
     return series
 
 
-def _plot_file(path: Path, out: Path) -> list[str]:
-    series = read_metrics(path)
+def _plot_series(series: Series, out: Path) -> list[str]:
     charts = [
         ("loss.png", "Loss", _select(series, lambda k: "loss" in k.lower()), False),
         ("accuracy.png", "Accuracy", _select(series, lambda k: "acc" in k.lower()), False),

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from hrmkit.loading import load
-from hrmkit.tasks.text import TextTask
 
+def load_text_model(model: str) -> Any:
+    """A :class:`~hrmkit.tasks.text.TextTask` from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text``
+    directory (imported here and not annotated, so that ``hrmkit data text`` starts without torch: jsonargparse
+    resolves even ``TYPE_CHECKING`` imports of a command's module)."""
+    from hrmkit.loading import load
+    from hrmkit.tasks.text import TextTask
 
-def load_text_model(model: str) -> TextTask:
-    """A TextTask from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text`` directory."""
     return load(model, TextTask)
 
 
-def generate_text(model: str, tokenizer: str, prompt: list[str], condition: str | None = None,
+def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, condition: str | None = None,
                   max_new_tokens: int = 256, temperature: float = 0.0, top_k: int | None = None,
                   guidance_w: float = 0.0, seed: int = 0) -> list[str]:
     """Answer instructions with a text model (KV-cached decoding after a bidirectional prefill of the prompt).
 
     Args:
-        model: a TextTask checkpoint (.ckpt) or an HF hrm_text directory.
-        tokenizer: ``gpt2``, a tokenizer.json, or a folder holding one (e.g. the built text dataset).
+        model: a TextTask checkpoint (.ckpt) or an HF hrm_text directory (e.g. from ``hrmkit export hf``).
         prompt: one or more instructions.
+        tokenizer: ``gpt2``, a tokenizer.json, or a folder holding one (e.g. the built text dataset). Default: the
+            export folder's own tokenizer, or the dataset a checkpoint was trained on.
         condition: optional condition token(s): direct, cot, noisy, synth.
         max_new_tokens: upper bound on the response length.
         temperature: 0 = greedy; otherwise sampling temperature.
@@ -33,7 +36,7 @@ def generate_text(model: str, tokenizer: str, prompt: list[str], condition: str 
     from hrmkit.generate import generate
 
     task = load_text_model(model).eval()
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(_tokenizer_of(model, tokenizer))
     ids = [tok.encode_prompt(p, condition) for p in prompt]
     out = generate(task, ids, max_new_tokens, temperature=temperature, top_k=top_k, stop_ids=(tok.eoa_id,),
                    guidance_w=guidance_w, seed=seed)
@@ -44,21 +47,73 @@ def generate_text(model: str, tokenizer: str, prompt: list[str], condition: str 
 
 
 def export_hf_command(checkpoint: str, out_dir: str, layout: str = "published", dtype: str = "bfloat16",
-                      overwrite: bool = False) -> str:
-    """Export a TextTask checkpoint as an HF ``hrm_text`` directory (config.json + model.safetensors).
+                      tokenizer: str | None = None, overwrite: bool = False) -> str:
+    """Export a TextTask checkpoint as a self-contained HF ``hrm_text`` directory: config.json, model.safetensors,
+    and, when the run has a tokenizer, tokenizer.json + tokenizer_config.json + generation_config.json (so
+    ``hrmkit generate --model <out_dir>`` and transformers' AutoTokenizer / AutoModelForCausalLM load it as is).
 
     Args:
         checkpoint: a TextTask checkpoint (.ckpt), or an HF directory to convert between layouts.
         out_dir: directory to create (written atomically).
         layout: ``published`` (fused gqkv/gate_up, as sapientinc/HRM-Text-1B) or ``transformers`` (split q/k/v).
         dtype: ``bfloat16`` (as published) or ``float32``.
+        tokenizer: ``gpt2``, a tokenizer.json or a folder holding one. Default: the dataset the checkpoint was
+            trained on (its ``data_dir``), or the tokenizer of an HF directory.
         overwrite: replace an existing out_dir.
     """
-    from hrmkit.interop.hf_hrm_text import export_hf
+    import sys
 
-    path = export_hf(load_text_model(checkpoint), out_dir, layout=layout, dtype=dtype, overwrite=overwrite)
+    from hrmkit.interop.hf_hrm_text import export_hf
+    from hrmkit.interop.hf_tokenizer import export_files, run_tokenizer
+
+    warning = _ema_warning(checkpoint)
+    if warning:
+        print(f"hrmkit export: warning: {warning}", file=sys.stderr)
+    task = load_text_model(checkpoint)
+    source = tokenizer or run_tokenizer(checkpoint)
+    files: dict[str, str] = {}
+    token_ids = None
+    if source is not None:
+        max_len = int(getattr(getattr(task.core, "rope", None), "max_seq_len", 0) or 4096)
+        files, token_ids = export_files(source, task.hparams.pad_id, max_len)
+    else:
+        print("hrmkit export: no tokenizer found for this run (its dataset folder is gone?); pass --tokenizer to "
+              "include one", file=sys.stderr)
+    path = export_hf(task, out_dir, layout=layout, dtype=dtype, overwrite=overwrite, token_ids=token_ids,
+                     extra_files=files)
     print(path)
     return str(path)
+
+
+def _tokenizer_of(model: str, tokenizer: str | None) -> str:
+    """The tokenizer to use: the one given, else the one the model comes with."""
+    from hrmkit.errors import HrmkitInputError
+    from hrmkit.interop.hf_tokenizer import run_tokenizer
+
+    found = tokenizer or run_tokenizer(model)
+    if found is None:
+        raise HrmkitInputError(f"{model}: no tokenizer comes with this model (an export without tokenizer.json, or "
+                               "a checkpoint whose dataset folder is gone); pass --tokenizer gpt2|<tokenizer.json>")
+    return found
+
+
+def _ema_warning(checkpoint: str) -> str | None:
+    """The EMA staleness warning for a Lightning checkpoint whose weights are an EMA (None otherwise)."""
+    from pathlib import Path
+
+    if not Path(checkpoint).is_file():
+        return None
+    import torch
+
+    from hrmkit.optim.ema import ema_staleness
+
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("ema")
+    if not isinstance(meta, dict) or meta.get("saved") != "ema":
+        return None
+    updates = int(meta.get("num_updates", 0))
+    share = meta.get("initial_share")
+    share = float(meta.get("decay", 0.0)) ** updates if share is None else float(share)
+    return ema_staleness(float(meta.get("decay", 0.0)), updates, share)
 
 
 def data_text_command(out_dir: str, jsonl: list[str] | None = None, from_puzzles: str | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hrmkit.cli import main
 from hrmkit.data.puzzles.sudoku import build_sudoku
@@ -62,8 +63,31 @@ def test_fit_logs_checkpoints_and_resumes(sudoku_dir, tmp_path, monkeypatch):
     assert main(fit_args(sudoku_dir, run, max_steps=6) + ["--ckpt_path", "last"]) is None
     second = torch.load(last, map_location="cpu", weights_only=False)
     assert second["global_step"] == 6 > first["global_step"]
-    steps = [int(r["step"]) for r in metrics(run, 1) if r.get("train/loss")]
+    # The resumed run logs into the same version (its checkpoints live elsewhere: the checkpoint records it); the
+    # first segment's metrics.csv is kept as metrics.part-0.csv, and plot draws one curve over both.
+    version = run / "logs/lightning_logs/version_0"
+    assert not (run / "logs/lightning_logs/version_1").exists()
+    steps = [int(r["step"]) for r in metrics(run, 0) if r.get("train/loss")]
     assert steps and min(steps) >= 4, steps  # the resumed run continued from step 4, it did not start over
+    with open(version / "metrics.part-0.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")] == [0, 1, 2, 3]
+    from hrmkit.plot import read_metrics, stitch_runs
+
+    [(first_file, series)] = stitch_runs([version / "metrics.part-0.csv", version / "metrics.csv"])
+    assert [x for x, _ in series["train/loss"]] == [0, 1, 2, 3, 4, 5]
+    assert read_metrics(version / "metrics.csv")["train/loss"][0][0] == 4
+
+    # validate --ckpt_path logs beside that checkpoint's run (not into the recipe's default_root_dir), and a
+    # command-line eval_segments wins over the value stored in the checkpoint
+    assert main(["validate", "-c", str(RECIPE), "--data.init_args.data_dir", str(sudoku_dir),
+                 "--trainer.enable_model_summary", "false", "--ckpt_path", str(last),
+                 "--model.init_args.eval_segments", "5"]) is None
+    assert not (tmp_path / "runs").exists()
+    evaluated = run / "logs/lightning_logs/version_1"
+    assert yaml.safe_load((evaluated / "hparams.yaml").read_text())["eval_segments"] == 5
+    with open(evaluated / "metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r.get("val/segments_halted"))
+    assert 1.0 <= float(row["val/segments_halted"]) <= 5.0
 
 
 def test_text_task_takes_its_vocabulary_from_the_datamodule():

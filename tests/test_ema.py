@@ -120,7 +120,7 @@ def test_ema_closed_form_once_per_training_step(tmp_path, manual):
     torch.manual_seed(0)
     model = _Net(manual)
     p0 = model._snapshot()
-    ema = EMA(decay=DECAY)
+    ema = EMA(decay=DECAY, warmup=False)
     trainer = _trainer(tmp_path, [ema], max_epochs=2)
     trainer.fit(model, _loader())
 
@@ -137,7 +137,7 @@ def test_evaluation_sees_ema_weights_and_training_continues_raw(tmp_path):
     torch.manual_seed(0)
     model = _Net(manual=True)
     p0 = model._snapshot()
-    ema = EMA(decay=DECAY)
+    ema = EMA(decay=DECAY, warmup=False)
     trainer = _trainer(tmp_path, [ema], max_epochs=2, num_sanity_val_steps=1)
     trainer.fit(model, _loader(), _loader())
 
@@ -166,7 +166,7 @@ def test_evaluation_sees_ema_weights_and_training_continues_raw(tmp_path):
 def test_checkpoint_contents(tmp_path, save):
     torch.manual_seed(0)
     model = _Net(manual=True)
-    ema = EMA(decay=DECAY, save=save)
+    ema = EMA(decay=DECAY, warmup=False, save=save)
     trainer = _trainer(tmp_path, [ema])
     trainer.fit(model, _loader())
     path = tmp_path / "model.ckpt"
@@ -190,7 +190,7 @@ def test_checkpoint_saved_while_ema_is_swapped_in(tmp_path):
     torch.manual_seed(0)
     model = _Net(manual=True)
     model.save_during_validation = str(tmp_path / "in_val.ckpt")
-    ema = EMA(decay=DECAY)
+    ema = EMA(decay=DECAY, warmup=False)
     _trainer(tmp_path, [ema]).fit(model, _loader(), _loader())
     ckpt = torch.load(tmp_path / "in_val.ckpt", weights_only=True)
     _assert_params(ckpt["state_dict"], ema.ema.shadow, exact=True)
@@ -201,18 +201,18 @@ def test_checkpoint_saved_while_ema_is_swapped_in(tmp_path):
 def test_resume_is_identical_to_uninterrupted_run(tmp_path, save):
     torch.manual_seed(0)
     full = _Net(manual=True)
-    full_ema = EMA(decay=DECAY, save=save)
+    full_ema = EMA(decay=DECAY, warmup=False, save=save)
     _trainer(tmp_path / "full", [full_ema], max_epochs=2).fit(full, _loader())
 
     torch.manual_seed(0)
     first = _Net(manual=True)
-    trainer = _trainer(tmp_path / "a", [EMA(decay=DECAY, save=save)], max_epochs=1)
+    trainer = _trainer(tmp_path / "a", [EMA(decay=DECAY, warmup=False, save=save)], max_epochs=1)
     trainer.fit(first, _loader())
     trainer.save_checkpoint(tmp_path / "half.ckpt")
 
     torch.manual_seed(123)  # a differently initialised module: everything must come from the checkpoint
     resumed = _Net(manual=True)
-    resumed_ema = EMA(decay=DECAY, save=save)
+    resumed_ema = EMA(decay=DECAY, warmup=False, save=save)
     _trainer(tmp_path / "b", [resumed_ema], max_epochs=2).fit(resumed, _loader(), ckpt_path=tmp_path / "half.ckpt")
 
     for name, value in full._snapshot().items():  # raw parameters and buffers (puzzle table, z_init)
@@ -224,14 +224,14 @@ def test_resume_is_identical_to_uninterrupted_run(tmp_path, save):
 def test_evaluating_a_checkpoint_uses_the_ema(tmp_path):
     torch.manual_seed(0)
     model = _Net(manual=True)
-    ema = EMA(decay=DECAY, save="raw")
+    ema = EMA(decay=DECAY, warmup=False, save="raw")
     trainer = _trainer(tmp_path, [ema])
     trainer.fit(model, _loader())
     trainer.save_checkpoint(tmp_path / "raw.ckpt")
     expected = {k: v.clone() for k, v in ema.ema.shadow.items()}
 
     fresh = _Net(manual=True)
-    _trainer(tmp_path, [EMA(decay=DECAY)]).validate(fresh, _loader(), ckpt_path=tmp_path / "raw.ckpt",
+    _trainer(tmp_path, [EMA(decay=DECAY, warmup=False)]).validate(fresh, _loader(), ckpt_path=tmp_path / "raw.ckpt",
                                                     verbose=False)
     _assert_params(fresh.seen["val"][0], expected, exact=True)
     _assert_params(fresh._snapshot(), model._snapshot(), exact=True)  # raw weights back after validation
@@ -246,7 +246,7 @@ def test_resume_from_checkpoint_without_ema_restarts_average(tmp_path):
     loaded = model._snapshot()
 
     resumed = _Net()
-    ema = EMA(decay=DECAY)
+    ema = EMA(decay=DECAY, warmup=False)
     with pytest.warns(UserWarning, match="no EMA state"):
         _trainer(tmp_path, [ema], max_epochs=2).fit(resumed, _loader(), ckpt_path=tmp_path / "plain.ckpt")
     _assert_params(ema.ema.shadow, _closed_form(loaded, resumed.history, DECAY))

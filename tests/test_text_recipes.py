@@ -44,6 +44,7 @@ def test_paper_hyper_parameters_are_in_the_recipes():
         assert cfg["data"]["init_args"]["tokens_per_batch"] * trainer["devices"] * trainer["num_nodes"] == tokens
         callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in trainer["callbacks"]}
         assert callbacks["EMA"]["decay"] == 0.9999 and callbacks["DeepCreditWarmup"]["warmup_ratio"] == 0.2
+        assert callbacks["EMA"]["warmup"] is False  # the reference's closed form, for reproduction
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in sft["trainer"]["callbacks"]}
     assert callbacks["DeepCreditWarmup"]["warmup_ratio"] == 0.0
     assert load("text-trm-0.6B")["model"]["init_args"]["core"]["init_args"]["shared"] is True

@@ -30,6 +30,13 @@ Behaviour:
   ``ModelCheckpoint(save_weights_only=True)`` bypasses callbacks in Lightning 2.6.6, so such files hold the raw
   weights and no EMA (a warning says so).
 * After ``fit`` the live module holds the raw weights; ``callback.ema.copy_to(model)`` exports the average.
+* **Warm-up** (``warmup=True``, the default) ramps the decay as ``min(decay, (1 + n) / (10 + n))``, so a short run
+  evaluates an average of its recent weights; ``warmup=False`` keeps the references' exact closed form (the
+  reproduction recipes set it). Whenever the average is still mostly the initial weights (far fewer updates than
+  the horizon ``1 / (1 − decay)``), validation, checkpoints and ``hrmkit export`` say so in a warning.
+* **Raw headline** (``log_raw=True``): during ``fit`` validation also scores the raw weights on the task's headline
+  metric (``headline(batch)``: ``val/exact_acc`` for puzzles, ``val/loss`` for text) and logs it as
+  ``<name>_raw`` next to the EMA's value, so a gap between the two is visible (one more forward per batch).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from hrmkit.optim.ema import ParameterEMA
+from hrmkit.optim.ema import ParameterEMA, ema_staleness
 
 EMA_CHECKPOINT_KEY = "ema"
 
@@ -54,16 +61,23 @@ class EMA(Callback):
     Args:
         decay: μ in ``shadow ← (1 − μ)·param + μ·shadow`` (TRM 0.999, HRM-Text pretraining 0.9999).
         save: which parameter values go into the checkpoint's ``state_dict``: ``"ema"`` or ``"raw"``.
+        warmup: ramp the decay as ``min(decay, (1 + n) / (10 + n))`` (default); False: the references' closed form.
+        log_raw: during ``fit`` validation, also log the raw weights' headline metric as ``<name>_raw``.
     """
 
-    def __init__(self, decay: float = 0.999, save: Literal["ema", "raw"] = "ema") -> None:
+    def __init__(self, decay: float = 0.999, save: Literal["ema", "raw"] = "ema", warmup: bool = True,
+                 log_raw: bool = True) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         if save not in ("ema", "raw"):
             raise ValueError(f"save must be 'ema' or 'raw', got {save!r}")
         self.decay = decay
         self.save = save
+        self.warmup = warmup
+        self.log_raw = log_raw
         self._ema: ParameterEMA | None = None
+        self._warned: set[str] = set()
+        self._raw_sums: dict[str, list[Tensor]] = {}
         self._module_id: int | None = None
         self._stored: list[Tensor] | None = None
         self._last_step = 0
@@ -74,7 +88,7 @@ class EMA(Callback):
         return self._ema
 
     def _build(self, pl_module: nn.Module) -> ParameterEMA:
-        self._ema = ParameterEMA(pl_module, self.decay)
+        self._ema = ParameterEMA(pl_module, self.decay, warmup=self.warmup)
         self._module_id = id(pl_module)
         return self._ema
 
@@ -117,14 +131,56 @@ class EMA(Callback):
         self._ema.restore(pl_module, self._stored)
         self._stored = None
 
+    def warn_if_stale(self, where: str) -> str | None:
+        """Warn (once per ``where``) when the average is still mostly the initial weights; return the message."""
+        if self._ema is None:
+            return None
+        message = ema_staleness(self.decay, self._ema.num_updates, self._ema.initial_share)
+        if message is not None and where not in self._warned:
+            self._warned.add(where)
+            rank_zero_warn(f"{message} [{where}]")
+        return message
+
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_in(pl_module)
+        self._raw_sums = {}
+        if not trainer.sanity_checking:
+            self.warn_if_stale("validation")
+
+    def _scores_raw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        return (self.log_raw and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+                and self._stored is not None and self._ema is not None and self._ema.num_updates > 0
+                and callable(getattr(pl_module, "headline", None)))
+
+    @torch.no_grad()
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Score the raw weights on the task's headline metric for this batch (EMA weights go back in after)."""
+        if not self._scores_raw(trainer, pl_module):
+            return
+        ema_values = self._ema.store(pl_module)
+        self._ema.restore(pl_module, self._stored)
+        try:
+            name, total, count = pl_module.headline(batch)
+        finally:
+            self._ema.restore(pl_module, ema_values)
+        sums = self._raw_sums.setdefault(name, [torch.zeros((), dtype=torch.float64, device=pl_module.device)] * 2)
+        sums[0] = sums[0] + total.detach().double()
+        sums[1] = sums[1] + count.detach().double()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, (total, count) in self._raw_sums.items():
+            total = trainer.strategy.reduce(total, reduce_op="sum")
+            count = trainer.strategy.reduce(count, reduce_op="sum")
+            pl_module.log(f"{name}_raw", (total / count.clamp_min(1)).float(), prog_bar=False)
+        self._raw_sums = {}
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_out(pl_module)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_in(pl_module)
+        self.warn_if_stale("test")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_out(pl_module)
@@ -164,8 +220,12 @@ class EMA(Callback):
                            "(a strategy with a different state-dict layout?)")
         for name, canonical in aliases.items():
             state_dict[name] = saved[canonical]
+        if self.save == "ema":
+            self.warn_if_stale("checkpoint")
         checkpoint[EMA_CHECKPOINT_KEY] = {
             "decay": self.decay,
+            "warmup": self.warmup,
+            "initial_share": self._ema.initial_share,
             "num_updates": self._ema.num_updates,
             "saved": self.save,
             "other": {n: other[n] for n in names},
@@ -184,7 +244,8 @@ class EMA(Callback):
             return
         loaded = {name: checkpoint["state_dict"][name] for name in ema.shadow}
         ema_values, raw_values = (loaded, meta["other"]) if meta["saved"] == "ema" else (meta["other"], loaded)
-        ema.load_state_dict({"shadow": ema_values, "num_updates": meta["num_updates"]})
+        ema.load_state_dict({"shadow": ema_values, "num_updates": meta["num_updates"], "decay": meta.get("decay"),
+                             "initial_share": meta.get("initial_share")})
         if trainer.state.fn == TrainerFn.FITTING and meta["saved"] == "ema":
             params = ParameterEMA.parameters(pl_module)
             for name, value in raw_values.items():

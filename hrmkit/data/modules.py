@@ -26,6 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from torch.utils.data import DataLoader, Dataset
 
 from hrmkit.data.puzzles.format import METADATA_FILE, DatasetFormatError, PuzzleMetadata, read_metadata, split_dir
 from hrmkit.data.stream import ItemStream
@@ -471,26 +472,81 @@ class PuzzleDataModule(L.LightningDataModule):
                                      num_workers=self.num_workers, collate_fn=_single)
         return PuzzleBatchLoader(groups, path, self.batch_size, num_batches, self._collate())
 
-    def _eval_loader(self) -> StreamingDataLoader | ExampleEvalLoader:
+    def _eval_loader(self, limit: int | float = 1.0) -> StreamingDataLoader | ExampleEvalLoader | DataLoader:
+        """Every stored example in stored order; when ``limit`` (the Trainer's ``limit_val/test_batches``) cuts
+        the evaluation short on one process and the split has several tags, in tag-stratified order instead, so
+        the cut sees every tag in proportion rather than the first tag only (builders write tags one after
+        another)."""
         _exact_length_loaders()
         path = str(split_dir(self.data_dir, "test"))
         stats = self.metadata.split("test")
         collate = self._collate(self.eval_batch_size)
-        if stats.max_puzzle_examples == 1 and stats.total_puzzles == stats.total_groups:  # one example per group
-            ds = GroupStreamingDataset(path, seed=self.seed, mode="first", shuffle=False, drop_last=False)
+        first = stats.max_puzzle_examples == 1 and stats.total_puzzles == stats.total_groups  # one example per group
+        total_batches = math.ceil((stats.total_groups if first else stats.total_examples) / self.eval_batch_size)
+        cut = limit < total_batches if isinstance(limit, int) else limit < 1.0
+        order = self._stratified_order(path) if cut and self.num_tags > 1 and self._world_size() == 1 else None
+        ds = GroupStreamingDataset(path, seed=self.seed, mode="first" if first else "all", shuffle=False,
+                                   drop_last=False)
+        if first:
+            if order is not None:
+                return DataLoader(_Reordered(ds, order), batch_size=self.eval_batch_size, collate_fn=collate)
             return StreamingDataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                                        drop_last=False, collate_fn=collate)
-        ds = GroupStreamingDataset(path, seed=self.seed, mode="all", shuffle=False, drop_last=False)
-        groups = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
+        groups: Any = (_Reordered(ds, order) if order is not None else
+                       StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single))
         total = stats.total_examples if self._world_size() == 1 else None
         return ExampleEvalLoader(groups, self.eval_batch_size, collate, total)
 
-    def val_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
-        return self._eval_loader()
+    def _stratified_order(self, path: str) -> np.ndarray:
+        """Group indices interleaved by tag in proportion to each tag's size (read once per run and kept)."""
+        cached = getattr(self, "_order_cache", None)
+        if cached is not None and cached[0] == path:
+            return cached[1]
+        reader = StreamingDataset(path, shuffle=False, drop_last=False)
+        tags = np.array([int(reader[i]["tag"]) for i in range(len(reader))], np.int64)
+        order = stratified_order(tags)
+        self._order_cache = (path, order)
+        return order
 
-    def test_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
-        return self._eval_loader()
+    def _limit(self, name: str) -> int | float:
+        trainer = self.trainer
+        value = getattr(trainer, name, None) if trainer is not None else None
+        return 1.0 if value is None else value
 
-    def predict_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
+    def val_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader | DataLoader:
+        return self._eval_loader(self._limit("limit_val_batches"))
+
+    def test_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader | DataLoader:
+        return self._eval_loader(self._limit("limit_test_batches"))
+
+    def predict_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader | DataLoader:
         """The test split in stored order, as evaluation sees it (``hrmkit predict``)."""
-        return self._eval_loader()
+        return self._eval_loader(self._limit("limit_predict_batches"))
+
+
+def stratified_order(tags: np.ndarray) -> np.ndarray:
+    """Indices of ``tags`` interleaved so every prefix holds each tag in about its overall proportion (the j-th of
+    a tag's n items sits at (j + 0.5) / n); within a tag the stored order is kept."""
+    tags = np.asarray(tags)
+    key = np.zeros(len(tags), np.float64)
+    for t in np.unique(tags):
+        where = np.flatnonzero(tags == t)
+        key[where] = (np.arange(len(where)) + 0.5) / len(where)
+    return np.lexsort((tags, key))
+
+
+class _Reordered(Dataset):
+    """A map-style view of a stored split in a given group order (a stratified evaluation cut)."""
+
+    def __init__(self, dataset: GroupStreamingDataset, order: np.ndarray) -> None:
+        self.dataset = dataset
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[int(self.order[index])]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))

@@ -341,7 +341,8 @@ def _export_tensors(task: TextTask, layout: Layout, dtype: torch.dtype) -> dict[
 
 
 def export_hf(task: TextTask, out_dir: str | os.PathLike, layout: Layout = "published", dtype: str = "bfloat16",
-              overwrite: bool = False, token_ids: dict[str, int | None] | None = None) -> Path:
+              overwrite: bool = False, token_ids: dict[str, int | None] | None = None,
+              extra_files: dict[str, str] | None = None) -> Path:
     """Write ``task`` as an HF ``hrm_text`` checkpoint directory (``config.json`` + ``model.safetensors``).
 
     Args:
@@ -355,6 +356,8 @@ def export_hf(task: TextTask, out_dir: str | os.PathLike, layout: Layout = "publ
         overwrite: replace an existing ``out_dir``.
         token_ids: ``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` for config.json (HRM-Text: 5, 6, 11);
             default: those read by :func:`read_hf`, else ``pad_id`` of the task.
+        extra_files: file name → text written into the same directory, in the same atomic rename (the tokenizer
+            and generation config of :mod:`hrmkit.interop.hf_tokenizer`).
     """
     from safetensors.torch import save_file
 
@@ -365,13 +368,18 @@ def export_hf(task: TextTask, out_dir: str | os.PathLike, layout: Layout = "publ
     config = hf_config(task, layout, dtype, token_ids)
     target = Path(out_dir)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"export_hf: {target} already exists (pass overwrite=True to replace it)")
+        raise FileExistsError(f"export_hf: {target} already exists (pass overwrite=True, on the command line "
+                              "--overwrite true, to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         save_file(_export_tensors(task, layout, _DTYPES[dtype]), str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            if Path(name).name != name or name in ("config.json", "model.safetensors"):
+                raise ValueError(f"export_hf: extra file name {name!r} is not a plain new file name")
+            (tmp / name).write_text(text)
         swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -276,6 +276,12 @@ class TextTask(L.LightningModule):
                               on_epoch=False)
         return loss
 
+    def headline(self, batch: dict[str, Any]) -> tuple[str, Tensor, Tensor]:
+        """The headline validation metric on one batch as (name, sum, count), without touching metric state: the
+        EMA callback scores the raw weights with it next to the EMA's ``val/loss``."""
+        r = self._step(batch)
+        return "val/loss", r["ce_sum"].detach(), r["count"]
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         r = self._step(batch)
         self.val_loss.update(r["ce_sum"], r["count"])

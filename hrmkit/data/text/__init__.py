@@ -3,48 +3,55 @@
 ``build_text`` (JSONL), ``import_data_io`` (the reference's data_io layout) and ``build_gsm_symbolic`` (an offline
 GSM8K-like task) write one on-disk format (``format``); ``TextDataModule`` streams it as packed batches
 (``packing``). See docs/text-data.md.
+
+Names are imported on first use (PEP 562): the builders load without Lightning and torch.
 """
 
-from hrmkit.data.text.data_io import DataIoDataset, import_data_io
-from hrmkit.data.text.format import (
-    TextFormatError,
-    TextMetadata,
-    TextSplitStats,
-    iter_samples,
-    read_text_metadata,
-)
-from hrmkit.data.text.gsm_symbolic import build_gsm_symbolic
-from hrmkit.data.text.jsonl import build_text, build_text_dataset, parse_record, write_jsonl
-from hrmkit.data.text.module import PackedTextLoader, TextDataModule
-from hrmkit.data.text.packing import (
-    IGNORE_INDEX,
-    PackingCollate,
-    StreamPacker,
-    lpt_assign,
-    multipack_step,
-    pack_batch,
-    plan_greedy,
-    plan_multipack,
-    rank_batches,
-)
-from hrmkit.data.text.tokenizer import (
-    CONDITION_TOKENS,
-    CONDITIONS,
-    SPECIAL_TOKENS,
-    Tokenizer,
-    TokenizerError,
-    gpt2,
-    load_tokenizer,
-    padded_vocab_size,
-    parse_condition,
-    train_bpe,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CONDITIONS", "CONDITION_TOKENS", "DataIoDataset", "IGNORE_INDEX", "PackedTextLoader", "PackingCollate",
-    "SPECIAL_TOKENS", "StreamPacker", "TextDataModule", "TextFormatError", "TextMetadata", "TextSplitStats",
-    "Tokenizer", "TokenizerError", "build_gsm_symbolic", "build_text", "build_text_dataset", "gpt2",
-    "import_data_io", "iter_samples", "load_tokenizer", "lpt_assign", "multipack_step", "pack_batch",
-    "padded_vocab_size", "parse_condition", "parse_record", "plan_greedy", "plan_multipack", "rank_batches",
-    "read_text_metadata", "train_bpe", "write_jsonl",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DataIoDataset": "hrmkit.data.text.data_io",
+    "import_data_io": "hrmkit.data.text.data_io",
+    "TextFormatError": "hrmkit.data.text.format",
+    "TextMetadata": "hrmkit.data.text.format",
+    "TextSplitStats": "hrmkit.data.text.format",
+    "iter_samples": "hrmkit.data.text.format",
+    "read_text_metadata": "hrmkit.data.text.format",
+    "build_gsm_symbolic": "hrmkit.data.text.gsm_symbolic",
+    "build_text": "hrmkit.data.text.jsonl",
+    "build_text_dataset": "hrmkit.data.text.jsonl",
+    "parse_record": "hrmkit.data.text.jsonl",
+    "write_jsonl": "hrmkit.data.text.jsonl",
+    "PackedTextLoader": "hrmkit.data.text.module",
+    "TextDataModule": "hrmkit.data.text.module",
+    "IGNORE_INDEX": "hrmkit.data.text.packing",
+    "PackingCollate": "hrmkit.data.text.packing",
+    "StreamPacker": "hrmkit.data.text.packing",
+    "lpt_assign": "hrmkit.data.text.packing",
+    "multipack_step": "hrmkit.data.text.packing",
+    "pack_batch": "hrmkit.data.text.packing",
+    "plan_greedy": "hrmkit.data.text.packing",
+    "plan_multipack": "hrmkit.data.text.packing",
+    "rank_batches": "hrmkit.data.text.packing",
+    "CONDITION_TOKENS": "hrmkit.data.text.tokenizer",
+    "CONDITIONS": "hrmkit.data.text.tokenizer",
+    "SPECIAL_TOKENS": "hrmkit.data.text.tokenizer",
+    "Tokenizer": "hrmkit.data.text.tokenizer",
+    "TokenizerError": "hrmkit.data.text.tokenizer",
+    "gpt2": "hrmkit.data.text.tokenizer",
+    "load_tokenizer": "hrmkit.data.text.tokenizer",
+    "padded_vocab_size": "hrmkit.data.text.tokenizer",
+    "parse_condition": "hrmkit.data.text.tokenizer",
+    "train_bpe": "hrmkit.data.text.tokenizer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hrmkit.data.text' has no attribute {name!r}")
