@@ -31,8 +31,8 @@ from torchmetrics import Metric
 
 from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
-from hrmkit.nn.attention import plan_wanted
 from hrmkit.cores.flops import core_flops_per_token
+from hrmkit.nn.attention import plan_wanted
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.backends import with_plan
 from hrmkit.nn.cache import KVCache
