@@ -88,14 +88,14 @@ def write_table(lines: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=2, help="blocks per stack (H and L)")
-    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--layers", type=int, default=1, help="blocks per stack (H and L)")
+    p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--batch", type=int, nargs="*", default=[1, 8])
     p.add_argument("--new", type=int, nargs="*", default=[64, 256])
     p.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = p.parse_args()
     import transformers

@@ -29,6 +29,7 @@ from hrmkit.parallel import parallelize
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
+from hrmkit.tasks.step_logging import step_logging
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
 from hrmkit.tasks.voting import vote as vote_samples
 from hrmkit.transfer import configure_init
@@ -280,22 +281,26 @@ class PuzzleTask(L.LightningModule):
         carry.state, carry.steps, carry.halted = new_state, steps, halted
         self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
                          "seq_correct": seq_correct, "target_q_continue": target_q_cont}
+        logging = step_logging(self, batch_idx)  # metrics only on steps whose values somebody reads
+        if logging == "none":
+            return loss
         with torch.no_grad():
             done = halted & (counts > 0)
             n = done.sum().clamp_min(1)
-            tok_acc = (correct.sum(-1).float() / counts.clamp_min(1)).masked_fill(~done, 0).sum() / n
-            self.log_dict({
-                "train/loss": loss.detach().float(),
-                "train/lm_loss": (lm_loss.detach() / b).float(),
-                "train/q_halt_loss": q_halt_loss.detach() / b,
-                "train/token_acc": tok_acc,
-                "train/exact_acc": (seq_correct & done).sum() / n,
-                "train/q_halt_acc": (((q_halt >= 0) == seq_correct) & done).sum() / n,
-                "train/segments": (steps * done).sum() / n,
-                "train/halted_frac": done.float().mean(),
-            }, prog_bar=False, on_step=True, on_epoch=False)
+            if logging == "all":
+                tok_acc = (correct.sum(-1).float() / counts.clamp_min(1)).masked_fill(~done, 0).sum() / n
+                self.log_dict({
+                    "train/loss": loss.detach().float(),
+                    "train/lm_loss": (lm_loss.detach() / b).float(),
+                    "train/q_halt_loss": q_halt_loss.detach() / b,
+                    "train/token_acc": tok_acc,
+                    "train/exact_acc": (seq_correct & done).sum() / n,
+                    "train/q_halt_acc": (((q_halt >= 0) == seq_correct) & done).sum() / n,
+                    "train/segments": (steps * done).sum() / n,
+                    "train/halted_frac": done.float().mean(),
+                }, prog_bar=False, on_step=True, on_epoch=False)
             self.log("train/exact", (seq_correct & done).sum() / n, prog_bar=True, on_step=True, on_epoch=False)
-            if aux_losses:
+            if logging == "all" and aux_losses:
                 self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
                               on_epoch=False)
         return loss

@@ -38,6 +38,7 @@ from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
 from hrmkit.parallel import parallelize
 from hrmkit.tasks.metrics import fresh_metric_states
+from hrmkit.tasks.step_logging import step_logging
 from hrmkit.transfer import configure_init
 
 Objective = Literal["response", "full"]
@@ -211,7 +212,8 @@ class TextTask(L.LightningModule):
         return labels
 
     # -- loss and metrics -----------------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _step(self, batch: dict[str, Any], metrics: bool = True) -> dict[str, Any]:
+        """Summed CE and the token count (what the loss needs); with ``metrics`` also the accuracy sums."""
         self.check_batch(batch)
         labels = self.targets(batch)
         extra = {"targets": self.embed_targets(labels)} if self.training and self.core.uses_targets else {}
@@ -222,6 +224,8 @@ class TextTask(L.LightningModule):
         with torch.no_grad():
             valid = flat != IGNORE
             count = valid.sum()
+            if not metrics:
+                return {"ce_sum": ce_sum, "count": count, "aux": aux}
             correct = valid & (logits.detach().reshape(-1, logits.shape[-1]).argmax(-1) == flat)
             cu = batch["cu_seqlens"]
             n_docs = cu.numel() - 1
@@ -242,16 +246,21 @@ class TextTask(L.LightningModule):
         fresh_metric_states(self)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        r = self._step(batch)
+        logging = step_logging(self, batch_idx)  # metrics only on steps whose values somebody reads
+        r = self._step(batch, metrics=logging == "all")
         # Σ CE / (mean over ranks of the local count): after DDP's gradient mean this is the global token mean.
         denom = self._mean_over_ranks(r["count"].float()).clamp_min(1.0)
         loss = r["ce_sum"] / denom
         for value in r["aux"].values():
             loss = loss + value.to(loss.dtype)
+        if logging == "none":
+            return loss
         with torch.no_grad():
-            n = r["count"].clamp_min(1)
             # mean over ranks of Σ CE_r / mean count = the global token mean, whatever the world size
             self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
+            if logging != "all":
+                return loss
+            n = r["count"].clamp_min(1)
             self.log_dict({"train/token_acc": r["correct"].float() / n,
                            "train/exact_acc": r["exact"].float() / r["samples"].clamp_min(1),
                            "train/tokens": r["count"].float()}, on_step=True, on_epoch=False)
