@@ -40,21 +40,28 @@ def plan_for(strategy: Any) -> ParallelPlan | None:
     return DEFAULT_FSDP2_PLAN if isinstance(strategy, ModelParallelStrategy) else None
 
 
-def parallelize(task: nn.Module) -> None:
-    """Apply the attached trainer's strategy plan to ``task`` once (``configure_model`` runs for every stage)."""
+def parallelize(task: nn.Module, compile: bool | dict[str, Any] = False) -> None:
+    """Apply the attached trainer's strategy plan to ``task`` once (``configure_model`` runs for every stage).
+
+    ``compile`` is the task's own option (``True`` or ``torch.compile`` arguments): it compiles the core whatever
+    the strategy, single device included; a plan that compiles too keeps its own arguments.
+    """
     if getattr(task, _DONE, False):
         return
     plan = plan_for(getattr(getattr(task, "_trainer", None), "strategy", None))
-    if plan is None:
+    if plan is None and not compile:
         return
-    if plan.shard:
+    shard_it = plan is not None and plan.shard
+    if shard_it:
         shard(task, task.device_mesh["data_parallel"], plan)
-    if plan.compile:
-        if plan.shard:
+    if (plan is not None and plan.compile) or compile:
+        if shard_it:
             rank_zero_warn("hrmkit: torch.compile under FSDP2 is not yet verified exact (on 2 CPU processes the loss "
                            "drifts by ~1e-3 from the second step; see docs/scaling.md); prefer DDP + compile, or "
                            "FSDP2 without compile, until it is")
-        compile_core(task.core, per_block=plan.shard, **plan.compile_kwargs)
+        kwargs = plan.compile_kwargs if plan is not None and plan.compile else (
+            dict(compile) if isinstance(compile, dict) else {})
+        compile_core(task.core, per_block=shard_it, **kwargs)
     setattr(task, _DONE, True)
 
 

@@ -49,7 +49,7 @@ class PuzzleTask(L.LightningModule):
                  puzzle_emb_lr: float = 1e-2, puzzle_emb_weight_decay: float = 0.1, warmup_steps: int = 2000,
                  lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None,
                  init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
-                 init_strict: bool = True) -> None:
+                 init_strict: bool = True, compile: bool | dict[str, Any] = False) -> None:
         """
         Args:
             core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
@@ -85,6 +85,9 @@ class PuzzleTask(L.LightningModule):
             freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``, ``net``) or a task layer.
             reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``puzzle_emb``).
             init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
+            compile: ``torch.compile`` the core (the recursive schedule) on any strategy, single device included:
+                ``true`` with inductor's defaults, or a dict of ``torch.compile`` arguments (``mode``, ``backend``,
+                ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -154,7 +157,7 @@ class PuzzleTask(L.LightningModule):
         strategy preset shard / compile (:mod:`hrmkit.parallel`)."""
         self._configure_io()
         configure_init(self)
-        parallelize(self)
+        parallelize(self, compile=self.hparams.compile)
 
     def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""

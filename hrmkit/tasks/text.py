@@ -54,7 +54,7 @@ class TextTask(L.LightningModule):
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
                  min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None,
                  init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
-                 init_strict: bool = True) -> None:
+                 init_strict: bool = True, compile: bool | dict[str, Any] = False) -> None:
         """
         Args:
             core: any registered core, e.g. ``build_core("hrm", "text-XL")`` (YAML ``class_path`` + ``init_args``;
@@ -83,6 +83,9 @@ class TextTask(L.LightningModule):
             freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``) or a task layer (``embed_tokens``).
             reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``lm_head``).
             init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
+            compile: ``torch.compile`` the core (the recursive schedule) on any strategy, single device included:
+                ``true`` with inductor's defaults, or a dict of ``torch.compile`` arguments (``mode``, ``backend``,
+                ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -138,7 +141,7 @@ class TextTask(L.LightningModule):
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
         configure_init(self)
-        parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
+        parallelize(self, compile=self.hparams.compile)  # FSDP2 sharding / torch.compile (hrmkit.parallel)
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
