@@ -75,12 +75,15 @@ def core_outputs(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCac
 
 
 def guided_logits(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | StaticKVCache | None = None,
-                  guidance_w: float = 0.0, guidance_after: str = "H") -> Tensor:
-    """fp32 logits ``[B, T, V]`` from one pass of :func:`core_outputs`, auto-guided when ``guidance_w != 0``.
+                  guidance_w: float = 0.0, guidance_after: str = "H", last_only: bool = False) -> Tensor:
+    """fp32 logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head runs on the last position only) from
+    one pass of :func:`core_outputs`, auto-guided when ``guidance_w != 0``.
 
     Pure tensor code over the core's pieces (no telemetry, no gradient contexts): what a compiled decode step runs.
     """
     final, early = core_outputs(task, input_ids, attn, cache, guidance_after if guidance_w != 0.0 else None)
+    if last_only:
+        final, early = final[:, -1:], None if early is None else early[:, -1:]
     logits = task.lm_head(final).float()
     if guidance_w == 0.0:
         return logits
@@ -243,7 +246,7 @@ def static_step(task: TextTask, input_ids: Tensor, cache: StaticKVCache, guidanc
     """fp32 next-token logits ``[B, V]`` for ``input_ids`` ``[B, T]`` written at the cache cursor (T = 1: a decode
     step). Fixed shapes and no host reads: this is the function :func:`generate` compiles."""
     attn = AttnSpec("causal", position_ids=cache.positions(input_ids.shape[1]))
-    return guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after)[:, -1]
+    return guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after, last_only=True)[:, -1]
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
