@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/scaling.py --hidden 128 --batch 16
 
 One step = one full pass of the core (its default gradient horizon: HRM's last L and H call, TRM's last recursion)
-on ``[batch, length, hidden]`` inputs, a mean-square loss on the output, and backward; median of --repeats after a
+on ``[batch, length, hidden]`` inputs, a mean-square loss on the output, and backward; best of --repeats after a
 warm-up. Left panel: (H_cycles, L_cycles) from (1, 1) to (4, 6) at --length; right panel: lengths 32..--max-length at
 H2/L2. Use it to size runs: the step is linear in the number of module calls (only the calls inside the gradient
 horizon pay for backward), and grows with length until attention's quadratic term shows.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ def step_time(core_name: str, h: int, l_: int, length: int, hidden: int, batch: 
         core.zero_grad(set_to_none=True)
         if i:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)  # the least disturbed run: other load on a shared machine only ever adds time
 
 
 def main() -> None:
@@ -74,7 +73,7 @@ def main() -> None:
 
     left = render_chart({f"{c.upper()} (length {args.length})": [(float(h * l_), t) for (h, l_), t in
                                                                   zip(CYCLES, depth[c])] for c in depth},
-                        "Step time (ms) vs recursion depth", x_label="H_cycles × L_cycles")
+                        "Step time (ms) vs recursion depth", x_label="H_cycles x L_cycles")
     right = render_chart({f"{c.upper()} (H2/L2)": [(float(n), t) for n, t in zip(lengths, seq[c])] for c in seq},
                          "Step time (ms) vs sequence length", x_label="sequence length", log_y=None)
     canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), "white")
