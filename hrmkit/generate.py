@@ -5,10 +5,17 @@ PrefixLM prefix, so the prefill attends bidirectionally over it; every new token
 causally, appending its keys/values to each (call, layer) cache. The first response token is read from the logits of
 the last prompt position, exactly where training's labels put it.
 
-Batching: prompts of equal length decode together in one batch; prompts of different lengths go in separate
-batches (in order of first appearance). The cache has no padding mask, so left-padding would let real tokens attend
-to pad keys; grouping by length is exact and needs no mask. Rows that hit a stop token keep being computed (their
-output is frozen) until the whole group has stopped or ``max_new_tokens`` is reached.
+Two paths give the same tokens:
+
+* ``cache="static"`` (default, the fast path): all prompts form one batch, left-padded to the longest; a
+  :class:`~hrmkit.nn.cache.StaticKVCache` is allocated once at its final length and masks padding and the prefix
+  itself. The prefill runs eagerly (its length varies); every decode step has fixed shapes, so with ``compile`` it is
+  one inductor graph (no graph breaks; ``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA).
+* ``cache="dynamic"``: the reference. Prompts of equal length decode together (no padding, no mask beyond the
+  spec); a :class:`~hrmkit.nn.cache.KVCache` grows by concatenation; nothing is compiled.
+
+Rows that hit a stop token keep being computed (their output is frozen) until every row has stopped or
+``max_new_tokens`` is reached.
 
 Auto-guidance (paper App. D): ``(1 + w)·logits(h) − w·logits(h′)`` where ``h`` is the core's final output and ``h′``
 its output right after the first call of kind ``guidance_after`` (HRM: z_H after the first H cycle). It is computed
@@ -17,21 +24,28 @@ from the same pass, so it costs one extra LM-head product per token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from hrmkit.nn.attn_spec import AttnSpec
-from hrmkit.nn.cache import KVCache
+from hrmkit.nn.cache import KVCache, StaticKVCache
 
 # A hrmkit.tasks.text.TextTask, typed structurally (embed, core, lm_head, embed_tokens): TextTask.predict_step calls
 # generate(), so importing the class here, even for type checking only, would close an import cycle.
 TextTask = Any
 
+CacheKind = Literal["static", "dynamic"]
+#: static caches are sized up to a multiple of this many slots, so calls of similar length reuse one compiled graph
+SLOT_BUCKET = 64
+#: ``compile="auto"`` compiles when a call may take at least this many decode steps: the one-off compile (seconds
+#: with a warm inductor cache, a minute or more cold on a small CPU) must be paid back by the steps it speeds up
+AUTO_COMPILE_STEPS = 64
 
-def core_outputs(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,
+
+def core_outputs(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | StaticKVCache | None = None,
                  after: str | None = None) -> tuple[Tensor, Tensor | None]:
     """The core's final output and (with ``after``) its output right after the first call of kind ``after``.
 
@@ -61,26 +75,46 @@ def core_outputs(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCac
     return core.output(state), early
 
 
-def next_token_logits(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,
-                      guidance_w: float = 0.0, guidance_after: str = "H") -> Tensor:
-    """fp32 logits ``[B, T, V]``, auto-guided when ``guidance_w != 0``."""
-    if guidance_w == 0.0:
-        return task(input_ids, attn, cache).float()
-    final, early = core_outputs(task, input_ids, attn, cache, guidance_after)
+def guided_logits(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | StaticKVCache | None = None,
+                  guidance_w: float = 0.0, guidance_after: str = "H", last_only: bool = False) -> Tensor:
+    """fp32 logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head runs on the last position only) from
+    one pass of :func:`core_outputs`, auto-guided when ``guidance_w != 0``.
+
+    Pure tensor code over the core's pieces (no telemetry, no gradient contexts): what a compiled decode step runs.
+    """
+    final, early = core_outputs(task, input_ids, attn, cache, guidance_after if guidance_w != 0.0 else None)
+    if last_only:
+        final, early = final[:, -1:], None if early is None else early[:, -1:]
     logits = task.lm_head(final).float()
+    if guidance_w == 0.0:
+        return logits
     return (1.0 + guidance_w) * logits - guidance_w * task.lm_head(early).float()
 
 
+def next_token_logits(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,
+                      guidance_w: float = 0.0, guidance_after: str = "H") -> Tensor:
+    """fp32 logits ``[B, T, V]``, auto-guided when ``guidance_w != 0`` (unguided: the task's own forward)."""
+    if guidance_w == 0.0:
+        return task(input_ids, attn, cache).float()
+    return guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after)
+
+
 def sample(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,
-           generator: torch.Generator | None = None) -> Tensor:
+           generator: torch.Generator | None = None, top_p: float | None = None) -> Tensor:
     """One token per row from ``logits`` ``[B, V]``: argmax when ``temperature <= 0``, else softmax(logits / T)
-    restricted to the ``top_k`` largest logits (ties at the k-th value are kept)."""
+    restricted to the ``top_k`` largest logits (ties at the k-th value are kept) and then to the smallest set of
+    most likely tokens whose probability reaches ``top_p`` (nucleus; the most likely token always stays)."""
     if temperature <= 0.0:
         return logits.argmax(-1)
     scaled = logits.float() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[..., -1:]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        probs, order = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+        before = probs.cumsum(-1) - probs  # probability mass of the strictly more likely tokens
+        drop = torch.zeros_like(before, dtype=torch.bool).scatter_(-1, order, before >= top_p)
+        scaled = scaled.masked_fill(drop, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -88,21 +122,27 @@ def sample(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,
 @torch.no_grad()
 def generate(task: TextTask, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, stop_ids: Sequence[int] = (), guidance_w: float = 0.0, seed: int = 0,
-             guidance_after: str = "H") -> list[list[int]]:
+             guidance_after: str = "H", top_p: float | None = None, cache: CacheKind = "static",
+             compile: bool | Literal["auto"] = "auto") -> list[list[int]]:
     """Continue every prompt by up to ``max_new_tokens`` tokens.
 
     Args:
         task: a TextTask (any core); it runs in eval mode and is put back in its previous mode afterwards.
         prompts: token-id lists, each the full PrefixLM prefix (HRM-Text: ``<|im_start|>`` conditions, prompt,
-            ``<|im_end|>``); each must be non-empty.
+            ``<|im_end|>``); each must be non-empty. Lengths may differ.
         max_new_tokens: generation budget per prompt.
         temperature: 0 = greedy (argmax); > 0 samples from softmax(logits / temperature).
         top_k: sample among the k most likely tokens only (None = all).
         stop_ids: a generated token in this set ends that prompt's output (it is included as the last token).
             HRM-Text: ``<|box_end|>`` (id 11 in the released tokenizer).
         guidance_w: auto-guidance weight w (0 = off; the paper searched {−0.5, −0.1, 0, 0.1, 0.5}).
-        seed: seeds the sampling generator (one generator for the whole call, consumed group by group).
+        seed: seeds the sampling generator (one generator for the whole call).
         guidance_after: schedule kind whose first call gives ``h′`` for guidance (HRM: ``H``).
+        top_p: nucleus sampling: keep the most likely tokens up to this total probability (None = all).
+        cache: ``static`` (one padded batch, pre-allocated cache, compilable decode step) or ``dynamic`` (the
+            reference: equal-length groups, growing cache, eager).
+        compile: compile the static decode step with torch.compile (``auto``: when ``max_new_tokens`` is at least
+            ``AUTO_COMPILE_STEPS``). Ignored by ``cache="dynamic"``.
 
     Returns:
         The generated ids per prompt (prompt not included), in the order of ``prompts``.
@@ -111,60 +151,144 @@ def generate(task: TextTask, prompts: Sequence[Sequence[int]], max_new_tokens: i
         raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"generate: top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p}")
+    if cache not in ("static", "dynamic"):
+        raise ValueError(f"generate: cache must be 'static' or 'dynamic', got {cache!r}")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"generate: compile must be True, False or 'auto', got {compile!r}")
     vocab = task.embed_tokens.num_embeddings
-    groups: dict[int, list[int]] = {}
     for n, prompt in enumerate(prompts):
         if len(prompt) == 0:
             raise ValueError(f"generate: prompt {n} is empty; a prompt needs at least one token to prefill")
         bad = [t for t in prompt if not 0 <= int(t) < vocab]
         if bad:
             raise ValueError(f"generate: prompt {n} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
-        groups.setdefault(len(prompt), []).append(n)
     rope = getattr(task.core, "rope", None)
-    if rope is not None and groups and max_new_tokens > 0:
-        longest = max(groups) + max_new_tokens - 1  # positions fed to the model: prompt + all but the last token
+    if rope is not None and prompts and max_new_tokens > 0:
+        longest = max(map(len, prompts)) + max_new_tokens - 1  # positions fed: prompt + all but the last token
         if longest > rope.max_seq_len:
-            raise ValueError(f"generate: prompt length {max(groups)} + max_new_tokens {max_new_tokens} needs "
-                             f"{longest} positions but the core's RoPE table holds {rope.max_seq_len}; shorten the "
-                             "prompt or the budget (or build the core with a larger max_seq_len)")
-    results: list[list[int]] = [[] for _ in prompts]
-    if max_new_tokens == 0 or not groups:
-        return results
+            raise ValueError(f"generate: prompt length {max(map(len, prompts))} + max_new_tokens {max_new_tokens} "
+                             f"needs {longest} positions but the core's RoPE table holds {rope.max_seq_len}; shorten "
+                             "the prompt or the budget (or build the core with a larger max_seq_len)")
+    if max_new_tokens == 0 or not prompts:
+        return [[] for _ in prompts]
     device = task.embed_tokens.weight.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    stops = {int(s) for s in stop_ids}
+    decoding = _Decoding(temperature, top_k, top_p, {int(s) for s in stop_ids}, max_new_tokens,
+                         torch.Generator(device=device).manual_seed(seed))
     was_training = task.training
     task.eval()
     try:
-        for idxs in groups.values():
-            outs = _generate_group(task, [prompts[i] for i in idxs], max_new_tokens, temperature, top_k, stops,
-                                   guidance_w, guidance_after, generator, device)
-            for i, out in zip(idxs, outs):
-                results[i] = out
+        if cache == "static":
+            if compile == "auto":
+                compile = max_new_tokens >= AUTO_COMPILE_STEPS
+            return _generate_static(task, prompts, decoding, guidance_w, guidance_after, bool(compile), device)
+        return _generate_dynamic(task, prompts, decoding, guidance_w, guidance_after, device)
     finally:
         task.train(was_training)
+
+
+class _Decoding:
+    """Sampling settings and the per-row bookkeeping of one call (outputs, stop tokens)."""
+
+    def __init__(self, temperature: float, top_k: int | None, top_p: float | None, stops: set[int],
+                 max_new_tokens: int, generator: torch.Generator) -> None:
+        self.temperature, self.top_k, self.top_p, self.stops = temperature, top_k, top_p, stops
+        self.max_new_tokens, self.generator = max_new_tokens, generator
+
+    def run(self, first_logits: Tensor, step: Callable[[Tensor], Tensor]) -> list[list[int]]:
+        """Sample from ``first_logits`` ``[B, V]``, then feed each token to ``step`` (→ next logits) until every row
+        has stopped or the budget is spent."""
+        logits = first_logits
+        b = logits.shape[0]
+        outs: list[list[int]] = [[] for _ in range(b)]
+        done = [False] * b
+        for n in range(self.max_new_tokens):
+            token = sample(logits, self.temperature, self.top_k, self.generator, self.top_p)
+            for r, t in enumerate(token.tolist()):
+                if not done[r]:
+                    outs[r].append(t)
+                    done[r] = t in self.stops
+            if all(done) or n == self.max_new_tokens - 1:
+                break
+            logits = step(token.unsqueeze(1))
+        return outs
+
+
+def _prefix_attention(task: TextTask) -> bool:
+    """Whether prompts are PrefixLM prefixes (bidirectional) or causal, as the task was trained."""
+    return getattr(task.hparams, "attention", "prefixlm") == "prefixlm"
+
+
+def _generate_dynamic(task: TextTask, prompts: Sequence[Sequence[int]], decoding: _Decoding, guidance_w: float,
+                      guidance_after: str, device: torch.device) -> list[list[int]]:
+    """The reference path: equal-length prompts decode as one batch sharing one growing :class:`KVCache`."""
+    groups: dict[int, list[int]] = {}
+    for n, prompt in enumerate(prompts):
+        groups.setdefault(len(prompt), []).append(n)
+    results: list[list[int]] = [[] for _ in prompts]
+    decode = AttnSpec("causal")
+    for length, idxs in groups.items():
+        ids = torch.tensor([[int(t) for t in prompts[i]] for i in idxs], dtype=torch.long, device=device)
+        cache = KVCache()
+        prefill = (AttnSpec("prefixlm", prefix_lens=torch.full((len(idxs),), length, dtype=torch.int32,
+                                                               device=device))
+                   if _prefix_attention(task) else AttnSpec("causal"))
+        first = next_token_logits(task, ids, prefill, cache, guidance_w, guidance_after)[:, -1]
+        outs = decoding.run(first, lambda tok, c=cache: next_token_logits(task, tok, decode, c, guidance_w,
+                                                                          guidance_after)[:, -1])
+        for i, out in zip(idxs, outs):
+            results[i] = out
     return results
 
 
-def _generate_group(task: TextTask, prompts: list[Sequence[int]], max_new_tokens: int, temperature: float,
-                    top_k: int | None, stops: set[int], guidance_w: float, guidance_after: str,
-                    generator: torch.Generator, device: torch.device) -> list[list[int]]:
-    """Decode equal-length prompts as one batch sharing one KV cache."""
-    ids = torch.tensor([[int(t) for t in p] for p in prompts], dtype=torch.long, device=device)
-    b, length = ids.shape
-    cache = KVCache()
-    prefill = AttnSpec("prefixlm", prefix_lens=torch.full((b,), length, dtype=torch.int32, device=device))
-    logits = next_token_logits(task, ids, prefill, cache, guidance_w, guidance_after)[:, -1]
-    outs: list[list[int]] = [[] for _ in range(b)]
-    done = [False] * b
-    decode = AttnSpec("causal")
-    for step in range(max_new_tokens):
-        token = sample(logits, temperature, top_k, generator)
-        for r, t in enumerate(token.tolist()):
-            if not done[r]:
-                outs[r].append(t)
-                done[r] = t in stops
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits = next_token_logits(task, token.unsqueeze(1), decode, cache, guidance_w, guidance_after)[:, -1]
-    return outs
+def static_step(task: TextTask, input_ids: Tensor, cache: StaticKVCache, guidance_w: float = 0.0,
+                guidance_after: str = "H") -> Tensor:
+    """fp32 next-token logits ``[B, V]`` for ``input_ids`` ``[B, T]`` written at the cache cursor (T = 1: a decode
+    step). Fixed shapes and no host reads: this is the function :func:`generate` compiles."""
+    attn = AttnSpec("causal", position_ids=cache.positions(input_ids.shape[1]))
+    return guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after, last_only=True)[:, -1]
+
+
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
+
+
+def compiled_static_step(device_type: str) -> Callable[..., Tensor]:
+    """:func:`static_step` under ``torch.compile(fullgraph=True)``; CUDA adds CUDA graphs (``reduce-overhead``).
+
+    One compiled function per mode for the process: torch.compile keeps a graph per (task, batch, cache size), so
+    later calls of the same shapes (e.g. the chunks of an evaluation) reuse it.
+    """
+    mode = "reduce-overhead" if device_type == "cuda" else "default"
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(static_step, fullgraph=True, mode=mode)
+    return _COMPILED[mode]
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``[B, T]`` ids left-padded with ``pad_id`` to the longest prompt, and each row's padding ``[B]``."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), int(pad_id), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, longest - len(p):] = torch.tensor([int(t) for t in p], dtype=torch.long)
+    pad = torch.tensor([longest - len(p) for p in prompts], dtype=torch.long)
+    return ids.to(device), pad.to(device)
+
+
+def _generate_static(task: TextTask, prompts: Sequence[Sequence[int]], decoding: _Decoding, guidance_w: float,
+                     guidance_after: str, compile: bool, device: torch.device) -> list[list[int]]:
+    """The fast path: one left-padded batch, one :class:`StaticKVCache`, an eager prefill and (compiled) steps."""
+    ids, pad = left_pad(prompts, getattr(task.hparams, "pad_id", 0), device)
+    length = ids.shape[1]
+    slots = length + decoding.max_new_tokens - 1
+    cache = StaticKVCache(pad, length, -(-slots // SLOT_BUCKET) * SLOT_BUCKET, prefix=_prefix_attention(task))
+    first = static_step(task, ids, cache, guidance_w, guidance_after)
+    cache.advance(length)
+    step_fn = compiled_static_step(device.type) if compile else static_step
+
+    def step(token: Tensor) -> Tensor:
+        logits = step_fn(task, token, cache, guidance_w, guidance_after)
+        cache.advance(1)
+        return logits.clone() if compile and device.type == "cuda" else logits  # CUDA graphs reuse their output
+
+    return decoding.run(first, step)

@@ -17,8 +17,12 @@ def load_text_model(model: str) -> Any:
 
 def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, condition: str | None = None,
                   max_new_tokens: int = 256, temperature: float = 0.0, top_k: int | None = None,
-                  guidance_w: float = 0.0, seed: int = 0) -> list[str]:
+                  top_p: float | None = None, guidance_w: float = 0.0, seed: int = 0,
+                  compile: bool | None = None) -> list[str]:
     """Answer instructions with a text model (KV-cached decoding after a bidirectional prefill of the prompt).
+
+    All prompts decode as one left-padded batch with a pre-allocated cache; the decode step is compiled (one graph)
+    when the budget is long enough to repay the compile.
 
     Args:
         model: a TextTask checkpoint (.ckpt) or an HF hrm_text directory (e.g. from ``hrmkit export hf``).
@@ -29,8 +33,10 @@ def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, c
         max_new_tokens: upper bound on the response length.
         temperature: 0 = greedy; otherwise sampling temperature.
         top_k: sample only among the k most likely tokens.
+        top_p: nucleus sampling: only the most likely tokens up to this total probability.
         guidance_w: auto-guidance weight w: (1+w)·logits(z_H) − w·logits(z_H after the first H call).
         seed: sampling seed.
+        compile: compile the decode step (torch.compile, CUDA graphs on GPU); unset: when max_new_tokens >= 64.
     """
     from hrmkit.data.text import load_tokenizer
     from hrmkit.generate import generate
@@ -38,8 +44,9 @@ def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, c
     task = load_text_model(model).eval()
     tok = load_tokenizer(_tokenizer_of(model, tokenizer))
     ids = [tok.encode_prompt(p, condition) for p in prompt]
-    out = generate(task, ids, max_new_tokens, temperature=temperature, top_k=top_k, stop_ids=(tok.eoa_id,),
-                   guidance_w=guidance_w, seed=seed)
+    out = generate(task, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   stop_ids=(tok.eoa_id,), guidance_w=guidance_w, seed=seed,
+                   compile="auto" if compile is None else compile)
     texts = [tok.decode([t for t in o if t != tok.eoa_id]) for o in out]
     for p, t in zip(prompt, texts):
         print(f">>> {p}\n{t}\n")

@@ -1,4 +1,5 @@
-"""Generation: the KV-cached PrefixLM prefill + causal decode equals recomputing the whole sequence every step."""
+"""Generation: the KV-cached PrefixLM prefill + causal decode equals recomputing the whole sequence every step; the
+static (padded, pre-allocated, compiled) path gives the same tokens as the dynamic reference."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import pytest
 import torch
 
 from hrmkit.cores import build_core
-from hrmkit.generate import core_outputs, generate, next_token_logits
+from hrmkit.generate import core_outputs, generate, left_pad, next_token_logits, sample, static_step
 from hrmkit.nn.attn_spec import AttnSpec
-from hrmkit.nn.cache import KVCache
+from hrmkit.nn.cache import KVCache, StaticKVCache
 from hrmkit.tasks.text import TextTask
 
 VOCAB = 32
@@ -113,3 +114,84 @@ def test_input_errors_and_mode_restored():
     assert generate(task, PROMPTS, 0) == [[] for _ in PROMPTS]
     generate(task, PROMPTS[:1], 2)
     assert task.training
+
+
+# -- the static path: left padding, its masks, compile ---------------------------------------------------------------
+@pytest.mark.parametrize("core,variant", [("hrm", "text-tiny"), ("transformer", "tiny"), ("trm", "tiny")])
+def test_static_padded_batch_equals_dynamic_reference(core, variant):
+    task = make_task(core, variant)
+    static = generate(task, PROMPTS, 7, cache="static", compile=False)
+    assert static == generate(task, PROMPTS, 7, cache="dynamic")
+    assert static == [generate(task, [p], 7, cache="static", compile=False)[0] for p in PROMPTS]
+
+
+def test_static_cache_mask_under_left_padding():
+    cache = StaticKVCache(torch.tensor([2, 0]), prompt_len=4, max_len=6)
+    m = cache.mask(4)[:, 0].int()  # prefill: rows of queries at slots 0..3
+    # row 0 (2 pads): pads see only themselves; real tokens see every real prompt token (bidirectional prefix)
+    assert m[0].tolist() == [[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0]]
+    assert m[1].tolist() == [[1, 1, 1, 1, 0, 0]] * 4
+    torch.testing.assert_close(cache.positions(4), torch.tensor([[0, 0, 0, 1], [0, 1, 2, 3]]))
+    cache.advance(4)
+    d = cache.mask(1)[:, 0, 0].int()  # first decode query at slot 4: causal over the written slots, pads hidden
+    assert d.tolist() == [[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0]]
+    assert cache.positions(1).tolist() == [[2], [4]]
+    causal = StaticKVCache(torch.tensor([1]), prompt_len=3, max_len=4, prefix=False).mask(3)[0, 0].int()
+    assert causal.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0]]
+    cache.advance(1)
+    with pytest.raises(ValueError, match="full"):
+        cache.advance(2)
+
+
+def test_static_prefill_logits_under_padding_match_each_prompt_alone():
+    task = make_task()
+    ids, pad = left_pad(PROMPTS, pad_id=0, device=torch.device("cpu"))
+    with torch.no_grad():
+        cache = StaticKVCache(pad, ids.shape[1], ids.shape[1] + 4)
+        static_step(task, ids, cache)
+        cache.advance(ids.shape[1])
+        step = static_step(task, torch.tensor([[3]] * len(PROMPTS)), cache)  # one decode step after the prompts
+        for r, prompt in enumerate(PROMPTS):
+            alone = task(torch.tensor([prompt + [3]]), AttnSpec("prefixlm", prefix_lens=torch.tensor([len(prompt)])))
+            torch.testing.assert_close(step[r], alone[0, -1].float(), atol=1e-5, rtol=1e-5)
+
+
+def test_static_guidance_and_causal_task_match_the_reference():
+    task = make_task()
+    assert (generate(task, PROMPTS, 6, guidance_w=0.5, compile=False)
+            == generate(task, PROMPTS, 6, guidance_w=0.5, cache="dynamic"))
+    torch.manual_seed(0)
+    causal = TextTask(build_core("hrm", "text-tiny"), vocab_size=VOCAB, attention="causal").eval()
+    assert generate(causal, PROMPTS, 5, compile=False) == generate(causal, PROMPTS, 5, cache="dynamic")
+    assert generate(causal, PROMPTS, 5) != generate(task, PROMPTS, 5)  # a different mask, different model
+
+
+@pytest.mark.slow  # one inductor compile: ~10 s with a warm cache, minutes cold on a loaded 2-core machine
+def test_compiled_decode_step_is_one_graph_and_gives_the_eager_tokens():
+    """fullgraph=True: any graph break in the decode step raises here. Guided and padded."""
+    task = make_task()
+    eager = generate(task, PROMPTS, 6, guidance_w=0.5, compile=False)
+    assert generate(task, PROMPTS, 6, guidance_w=0.5, compile=True) == eager
+
+
+def test_top_p_nucleus():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -3.0]])
+    probs = torch.softmax(logits, -1)[0]
+    gen = torch.Generator().manual_seed(0)
+    draws = {int(sample(logits, 1.0, None, gen, top_p=float(probs[0]) + 1e-3)) for _ in range(200)}
+    assert draws == {0, 1}  # the first token alone falls just short of top_p: the second joins, no third
+    assert {int(sample(logits, 1.0, None, gen, top_p=0.01)) for _ in range(50)} == {0}
+    task = make_task()
+    assert generate(task, PROMPTS, 4, temperature=1.0, top_p=1e-6, seed=2) == generate(task, PROMPTS, 4)
+
+
+def test_static_path_argument_errors():
+    task = make_task()
+    with pytest.raises(ValueError, match="top_p"):
+        generate(task, PROMPTS, 2, top_p=0.0)
+    with pytest.raises(ValueError, match="cache must be"):
+        generate(task, PROMPTS, 2, cache="paged")
+    with pytest.raises(ValueError, match="compile must be"):
+        generate(task, PROMPTS, 2, compile="yes")
+    with pytest.raises(ValueError, match="prompt_len"):
+        StaticKVCache(torch.tensor([0]), prompt_len=5, max_len=4)

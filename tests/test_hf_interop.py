@@ -180,3 +180,19 @@ def test_greedy_generation_matches_transformers_generate(tmp_path, hf_model):
         ref = hf_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                 token_type_ids=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
     assert generate(task, [prompt[0].tolist()], 6) == [ref[0, 5:].tolist()]
+
+
+def test_padded_static_batch_matches_transformers_prompt_by_prompt(tmp_path, hf_model):
+    """hrmkit's fast path (one left-padded batch, static cache) against transformers' generate on each prompt."""
+    hf_model.save_pretrained(tmp_path / "hf")
+    task = load_hf(tmp_path / "hf")
+    prompts = [IDS[0, :7].tolist(), IDS[1, :4].tolist(), IDS[0, 2:4].tolist()]
+    refs = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p])
+            out = hf_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                    token_type_ids=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+            refs.append(out[0, len(p):].tolist())
+    assert generate(task, prompts, 5, cache="static", compile=False) == refs
+    assert generate(task, prompts, 5, cache="dynamic") == refs

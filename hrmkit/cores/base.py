@@ -200,9 +200,12 @@ class RecursiveCore(nn.Module, ABC):
         rope = None
         if self.rope is not None:
             b, t = x.shape[:2]
-            offset = 0 if cache is None else cache.seq_len
-            pos = attn.positions(b, t, x.device) if attn.position_ids is not None or offset == 0 else None
-            if pos is None:
+            # the cache's length is read only when the spec gives no positions (a compiled decode step passes them,
+            # so its graph never depends on a host-side counter)
+            offset = 0 if cache is None or attn.position_ids is not None else cache.seq_len
+            if offset == 0:
+                pos = attn.positions(b, t, x.device)
+            else:
                 pos = torch.arange(offset, offset + t, device=x.device).unsqueeze(0).expand(b, -1)
             rope = self.rope(pos)
         return CallContext(attn=attn, rope=rope, cache=cache)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.backends import BackendChoice
-from hrmkit.nn.cache import LayerKV
+from hrmkit.nn.cache import LayerKV, StaticLayerKV
 from hrmkit.nn.init import InitScheme
 from hrmkit.nn.linear import Linear
 from hrmkit.nn.rope import apply_rope
@@ -53,13 +53,12 @@ class Attention(nn.Module):
         return (heads[0], *heads[1:]) if self.gated else (None, *heads)
 
     def forward(self, x: Tensor, spec: AttnSpec, rope: tuple[Tensor, Tensor] | None = None,
-                kv: LayerKV | None = None) -> Tensor:
+                kv: LayerKV | StaticLayerKV | None = None) -> Tensor:
         gate, q, k, v = self._project(x)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if kv is not None:
-            k, v = kv.update(k, v)
-        out = self.backend_choice.attend(q, k, v, spec)
+        attend = self.backend_choice.attend  # the backend this module chose (fixed per kind of call)
+        out = attend(q, k, v, spec) if kv is None else kv.attend(q, k, v, spec, attend)
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out.flatten(2))

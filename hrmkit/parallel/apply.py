@@ -46,19 +46,27 @@ def plan_for(strategy: Any) -> ParallelPlan | None:
     return DEFAULT_FSDP2_PLAN if isinstance(strategy, ModelParallelStrategy) else None
 
 
-def parallelize(task: nn.Module) -> None:
-    """Apply the attached trainer's strategy plan to ``task`` once (``configure_model`` runs for every stage)."""
+def parallelize(task: nn.Module, compile: bool | dict[str, Any] = False) -> None:
+    """Apply the attached trainer's strategy plan to ``task`` once (``configure_model`` runs for every stage).
+
+    ``compile`` is the task's own option (``True`` or ``torch.compile`` arguments): it compiles the core whatever
+    the strategy, single device included; a plan that compiles too keeps its own arguments.
+    """
     if getattr(task, _DONE, False):
         return
     plan = plan_for(getattr(getattr(task, "_trainer", None), "strategy", None))
-    if plan is None:
+    if plan is None and not compile:
         return
-    if plan.shard and plan.compile:
+    shard_it = plan is not None and plan.shard
+    want_compile = (plan is not None and plan.compile) or bool(compile)
+    if shard_it and want_compile:
         raise HrmkitInputError(FSDP2_COMPILE_REFUSED)
-    if plan.shard:
+    if shard_it:
         shard(task, task.device_mesh["data_parallel"], plan)
-    if plan.compile:
-        compile_core(task.core, **plan.compile_kwargs)
+    if want_compile:
+        kwargs = plan.compile_kwargs if plan is not None and plan.compile else (
+            dict(compile) if isinstance(compile, dict) else {})
+        compile_core(task.core, **kwargs)
     setattr(task, _DONE, True)
 
 

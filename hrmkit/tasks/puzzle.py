@@ -33,6 +33,7 @@ from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.judges import Judge, judge_for
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
+from hrmkit.tasks.step_logging import step_logging
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
 from hrmkit.tasks.voting import vote as vote_samples
 from hrmkit.transfer import configure_init
@@ -53,7 +54,7 @@ class PuzzleTask(L.LightningModule):
                  puzzle_emb_lr: float = 1e-2, puzzle_emb_weight_decay: float = 0.1, warmup_steps: int = 2000,
                  lr_min_ratio: float = 1.0, num_tags: int = 8, tag_names: list[str] | None = None,
                  init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
-                 init_strict: bool = True) -> None:
+                 init_strict: bool = True, compile: bool | dict[str, Any] = False) -> None:
         """
         Args:
             core: any registered core (YAML ``class_path`` + ``init_args``; a ``to_config()`` dict also works).
@@ -89,6 +90,9 @@ class PuzzleTask(L.LightningModule):
             freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``, ``net``) or a task layer.
             reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``puzzle_emb``).
             init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
+            compile: ``torch.compile`` the core (the recursive schedule) on any strategy, single device included:
+                ``true`` with inductor's defaults, or a dict of ``torch.compile`` arguments (``mode``, ``backend``,
+                ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -159,7 +163,7 @@ class PuzzleTask(L.LightningModule):
         strategy preset shard / compile (:mod:`hrmkit.parallel`)."""
         self._configure_io()
         configure_init(self)
-        parallelize(self)
+        parallelize(self, compile=self.hparams.compile)
         use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     def _configure_io(self) -> None:
@@ -287,16 +291,20 @@ class PuzzleTask(L.LightningModule):
         carry.state, carry.steps, carry.halted = new_state, steps, halted
         self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
                          "seq_correct": seq_correct, "target_q_continue": target_q_cont}
+        logging = step_logging(self, batch_idx)  # per-step values only on steps whose values somebody reads
         with torch.no_grad():
             done = halted & (counts > 0)
+            # every step: the halted-only metrics average over all sequences halted since the last logged row
+            self._accumulate_halted(done, correct.sum(-1).float() / counts.clamp_min(1), seq_correct,
+                                    (q_halt >= 0) == seq_correct, steps)
+            if logging != "all":
+                return loss
             self.log_dict({
                 "train/loss": loss.detach().float(),
                 "train/lm_loss": (lm_loss.detach() / b).float(),
                 "train/q_halt_loss": q_halt_loss.detach() / b,
                 "train/halted_frac": done.float().mean(),
             }, prog_bar=False, on_step=True, on_epoch=False)
-            self._accumulate_halted(done, correct.sum(-1).float() / counts.clamp_min(1), seq_correct,
-                                    (q_halt >= 0) == seq_correct, steps)
             if aux_losses:
                 self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
                               on_epoch=False)

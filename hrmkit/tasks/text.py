@@ -43,6 +43,7 @@ from hrmkit.optim.schedules import warmup_constant, warmup_cosine
 from hrmkit.parallel import parallelize
 from hrmkit.registry import TASKS
 from hrmkit.tasks.metrics import fresh_metric_states
+from hrmkit.tasks.step_logging import step_logging
 from hrmkit.transfer import configure_init
 
 Objective = Literal["response", "full"]
@@ -59,7 +60,7 @@ class TextTask(L.LightningModule):
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
                  min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None,
                  init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
-                 init_strict: bool = True) -> None:
+                 init_strict: bool = True, compile: bool | dict[str, Any] = False) -> None:
         """
         Args:
             core: any registered core, e.g. ``build_core("hrm", "text-XL")`` (YAML ``class_path`` + ``init_args``;
@@ -88,6 +89,9 @@ class TextTask(L.LightningModule):
             freeze: parts to keep fixed: ``core``, a core part (``H``, ``L``) or a task layer (``embed_tokens``).
             reinit: task layers to keep freshly initialised although ``init_from`` has them (e.g. ``lm_head``).
             init_strict: fail on any core mismatch (default); False copies what matches and reports the rest.
+            compile: ``torch.compile`` the core (the recursive schedule) on any strategy, single device included:
+                ``true`` with inductor's defaults, or a dict of ``torch.compile`` arguments (``mode``, ``backend``,
+                ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
         if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
@@ -143,7 +147,7 @@ class TextTask(L.LightningModule):
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
         configure_init(self)
-        parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
+        parallelize(self, compile=self.hparams.compile)  # FSDP2 sharding / torch.compile (hrmkit.parallel)
         use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     # -- model ----------------------------------------------------------------------------------------------------
@@ -227,7 +231,8 @@ class TextTask(L.LightningModule):
         return labels
 
     # -- loss and metrics -----------------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _step(self, batch: dict[str, Any], metrics: bool = True) -> dict[str, Any]:
+        """Summed CE and the token count (what the loss needs); with ``metrics`` also the accuracy sums."""
         self.check_batch(batch)
         labels = self.targets(batch)
         extra = {"targets": self.embed_targets(labels)} if self.training and self.core.uses_targets else {}
@@ -238,6 +243,8 @@ class TextTask(L.LightningModule):
         with torch.no_grad():
             valid = flat != IGNORE
             count = valid.sum()
+            if not metrics:
+                return {"ce_sum": ce_sum, "count": count, "aux": aux}
             correct = valid & (logits.detach().reshape(-1, logits.shape[-1]).argmax(-1) == flat)
             cu = batch["cu_seqlens"]
             n_docs = cu.numel() - 1
@@ -258,16 +265,21 @@ class TextTask(L.LightningModule):
         fresh_metric_states(self)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        r = self._step(batch)
+        logging = step_logging(self, batch_idx)  # metrics only on steps whose values somebody reads
+        r = self._step(batch, metrics=logging == "all")
         # Σ CE / (mean over ranks of the local count): after DDP's gradient mean this is the global token mean.
         denom = self._mean_over_ranks(r["count"].float()).clamp_min(1.0)
         loss = r["ce_sum"] / denom
         for value in r["aux"].values():
             loss = loss + value.to(loss.dtype)
+        if logging == "none":
+            return loss
         with torch.no_grad():
-            n = r["count"].clamp_min(1)
             # mean over ranks of Σ CE_r / mean count = the global token mean, whatever the world size
             self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
+            if logging != "all":
+                return loss
+            n = r["count"].clamp_min(1)
             self.log_dict({"train/token_acc": r["correct"].float() / n,
                            "train/exact_acc": r["exact"].float() / r["samples"].clamp_min(1),
                            "train/tokens": r["count"].float()}, on_step=True, on_epoch=False)
