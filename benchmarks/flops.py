@@ -12,22 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from hrmkit.cores.flops import call_params  # noqa: F401  (re-exported: the benchmarks import it from here)
+
 BYTES = {"fp32": 4, "bf16": 2}
-
-
-def call_params(core: nn.Module) -> list[int]:
-    """Parameters applied by each module call of ``core.schedule()``: the stack named by the call's kind (HRM's
-    ``H``/``L``, RINS), else the whole core, which is right for cores whose every call runs one shared stack (TRM,
-    UT, a one-call Transformer)."""
-    sizes = {}
-    for kind in set(core.schedule()):
-        stack = getattr(core, kind, None)
-        if stack is None and getattr(core, "shared", False):
-            stack = core.L
-        if not isinstance(stack, nn.Module):
-            stack = core
-        sizes[kind] = sum(p.numel() for p in stack.parameters())
-    return [sizes[k] for k in core.schedule()]
 
 
 def core_flops_per_token(core: nn.Module, bp_steps: int | None = None) -> float:

@@ -152,14 +152,15 @@ def _dispatch(argv: list[str]) -> None:
 
     from hrmkit.commands.transfer import transfer_command
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.eval.scaling_runner import evaluate_scaling
     from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
     from hrmkit.show import show
     from hrmkit.text_commands import export_hf_command, generate_text
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc, "text": evaluate_text}, "generate": generate_text,
-              "export": {"hf": export_hf_command}, "transfer": transfer_command},
+              "eval": {"arc": evaluate_arc, "text": evaluate_text, "scaling": evaluate_scaling},
+              "generate": generate_text, "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
 

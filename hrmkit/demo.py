@@ -27,8 +27,13 @@ from hrmkit.cores import build_core
 from hrmkit.data.modules import PuzzleDataModule
 from hrmkit.data.puzzles.format import iter_groups, read_metadata
 from hrmkit.data.puzzles.sudoku import build_sudoku
+from hrmkit.eval.scaling_runner import depth_line, puzzle_scaling
 from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.viz import render_sudoku, save_png
+
+
+#: Segments of the depth curve printed at the end (the model trains with 8).
+DEPTH_CURVE = (1, 2, 4, 8, 16)
 
 
 def fastest_cpu_dtype(size: int = 512, trials: int = 7) -> str:
@@ -186,4 +191,8 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
     console.print(boards)
     console.print(f"[dim]givens in white; cells the model filled: green = right, red = wrong. Pictures: "
                   f"{out}/solved-*.png; last checkpoint: {out}/checkpoints/last.ckpt[/]")
-    return {"steps": trainer.global_step, "minutes": elapsed, **{k: float(v) for k, v in metrics.items()}}
+    curve = puzzle_scaling(model, str(data_dir), segments=DEPTH_CURVE, batch_size=250)
+    console.print(f"thinking longer (held-out, all levels): {depth_line(curve, DEPTH_CURVE)}  [dim](trained with 8; "
+                  f"full curves: hrmkit eval scaling --checkpoint {out}/checkpoints/last.ckpt --data_dir {data_dir})[/]")
+    return {"steps": trainer.global_step, "minutes": elapsed, **{k: float(v) for k, v in metrics.items()},
+            **{f"depth/{r['segments']}": r["exact_acc"] for r in curve["rows"]}}
