@@ -16,11 +16,17 @@ from PIL import Image
 from hrmkit.cores import build_core
 from hrmkit.cores.flops import call_params, forward_flops_per_token
 from hrmkit.data import PuzzleDataModule
+from hrmkit.data.puzzles.arc import build_arc
 from hrmkit.data.puzzles.sudoku import build_sudoku
+from hrmkit.eval.arc_runner import evaluate_arc
 from hrmkit.eval.scaling import PuzzleScaling, parse_ints
 from hrmkit.eval.scaling_runner import depth_line, evaluate_scaling, puzzle_scaling
+from hrmkit.eval.scaling_text import depth_attribute
+from hrmkit.eval.text import evaluate_text
 from hrmkit.loading import load
 from hrmkit.tasks.puzzle import PuzzleTask
+from hrmkit.tasks.text import TextTask
+from hrmkit.transfer import save_task_checkpoint
 
 METRICS = ("exact_acc", "token_acc", "exact_acc_halted", "segments_halted", "q_halt_acc")
 
@@ -40,19 +46,12 @@ def sudoku(tmp_path_factory) -> Path:
     return out
 
 
-def _train(task: PuzzleTask, data: Path, root: Path) -> Path:
-    """Two training steps, then a random halting head (so sequences halt at different segments), saved."""
-    dm = PuzzleDataModule(str(data), batch_size=8, eval_batch_size=5)
-    trainer = _quiet_trainer(max_steps=2, limit_val_batches=0, default_root_dir=root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(task, datamodule=dm)
+def _save(task: PuzzleTask, path: Path) -> Path:
+    """A random model with a random halting head (sequences halt at different segments), saved weights-only."""
     with torch.no_grad():
         torch.nn.init.normal_(task.q_head.weight, std=0.5)
         task.q_head.bias.zero_()
-    path = root / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return save_task_checkpoint(task, path)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +60,8 @@ def checkpoint(sudoku, tmp_path_factory) -> Path:
     meta = PuzzleDataModule(str(sudoku)).metadata
     task = PuzzleTask(build_core("hrm", "tiny", max_seq_len=96), vocab_size=meta.vocab_size, seq_len=meta.seq_len,
                       num_puzzle_identifiers=meta.num_puzzle_identifiers, halting="hrm", halt_max_steps=4,
-                      eval_segments=3, lr=3e-3, warmup_steps=1, tag_names=meta.tag_names)
-    return _train(task, sudoku, tmp_path_factory.mktemp("run"))
+                      eval_segments=3, tag_names=meta.tag_names)
+    return _save(task, tmp_path_factory.mktemp("run") / "model.ckpt")
 
 
 def _validate(task: PuzzleTask, data: Path, eval_segments: int, num_samples: int = 1, seed: int = 0) -> dict:
@@ -143,8 +142,8 @@ def test_sampled_width_equals_the_tasks_own_sampled_evaluation(sudoku, tmp_path)
     meta = PuzzleDataModule(str(sudoku)).metadata
     task = PuzzleTask(build_core("gram", "tiny", max_seq_len=96), vocab_size=meta.vocab_size, seq_len=meta.seq_len,
                       num_puzzle_identifiers=meta.num_puzzle_identifiers, halt_max_steps=2, eval_segments=2,
-                      lr=3e-3, warmup_steps=1, tag_names=meta.tag_names)
-    path = _train(task, sudoku, tmp_path)
+                      tag_names=meta.tag_names)
+    path = _save(task, tmp_path / "gram.ckpt")
     result = puzzle_scaling(load(path, PuzzleTask), str(sudoku), segments=[2], samples=[4], batch_size=5, seed=3)
     val = _validate(load(path, PuzzleTask), sudoku, 2, num_samples=4, seed=3)
     row = _row(result, 2, 4)
@@ -160,11 +159,15 @@ def test_sampled_width_equals_the_tasks_own_sampled_evaluation(sudoku, tmp_path)
 
 def test_command_writes_json_table_and_charts(checkpoint, sudoku, tmp_path, capsys):
     out = tmp_path / "report"
-    report = evaluate_scaling([str(checkpoint)], str(sudoku), out_dir=str(out), segments="1,2,4", batch_size=5)
+    report = evaluate_scaling([str(checkpoint)], str(sudoku), out_dir=str(out), segments="1,2,4", batch_size=5,
+                              limit_per_tag=3)
     printed = capsys.readouterr().out
     assert "exact" in printed and "scaling.json" in printed
     saved = json.loads((out / "scaling.json").read_text())
-    assert saved["checkpoints"][0]["segments"] == [1, 2, 3, 4] and saved["checkpoints"][0]["name"] == "model.ckpt"
+    result = saved["checkpoints"][0]
+    assert result["segments"] == [1, 2, 3, 4] and result["name"] == "model.ckpt"
+    assert result["examples"] == 6, "the first 3 test examples of each tag (the split is stored tag by tag)"
+    assert all(r["per_tag"].keys() == {"79", "77"} for r in result["rows"])
     table = (out / "scaling.md").read_text()
     assert "| 3* | 1 |" in table and "exact 79" in table
     for name in ("accuracy_vs_depth.png", "accuracy_vs_compute.png"):
@@ -179,3 +182,51 @@ def test_command_writes_json_table_and_charts(checkpoint, sudoku, tmp_path, caps
 def test_one_pass_accumulator_rejects_empty_settings(checkpoint):
     with pytest.raises(ValueError, match="positive"):
         PuzzleScaling(load(checkpoint, PuzzleTask), segments=[], samples=[1])
+
+
+def test_arc_pass_at_k_at_each_depth_equals_hrmkit_eval_arc(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    pair = lambda h, w: {"input": rng.integers(0, 10, (h, w)).tolist(), "output": rng.integers(0, 10, (w, h)).tolist()}  # noqa: E731
+    for name, task in {"training/aaa": {"train": [pair(3, 4)], "test": [pair(2, 3)]},
+                       "evaluation/eee": {"train": [pair(3, 3)], "test": [pair(4, 3), pair(2, 2)]}}.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / f"{name}.json").write_text(json.dumps(task))
+    data = tmp_path / "arc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_arc(str(data), [str(src)], num_aug=2, seed=0)
+    meta = PuzzleDataModule(str(data)).metadata
+    task = PuzzleTask(build_core("hrm", "tiny", max_seq_len=1024), vocab_size=meta.vocab_size, seq_len=900,
+                      num_puzzle_identifiers=meta.num_puzzle_identifiers, halt_max_steps=2)
+    path = _save(task, tmp_path / "arc.ckpt")
+    result = puzzle_scaling(load(path, PuzzleTask), str(data), segments=[1, 2], batch_size=4, pass_ks=(1, 2))
+    assert result["pass_ks"] == [1, 2]
+    for depth in (1, 2):
+        arc = evaluate_arc(str(path), str(data), segments=depth, batch_size=4, pass_ks=(1, 2), quiet=True)
+        assert _row(result, depth)["pass_at_k"] == arc["pass_at_k"], depth
+
+
+def test_text_depth_curve_scores_each_depth_with_the_text_scorer(tmp_path):
+    torch.manual_seed(0)
+    task = TextTask(build_core("hrm", "text-tiny"), vocab_size=50432, pad_id=50257)
+    data = tmp_path / "m.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {a}+1?", "answer": str(a + 1)}) + "\n" for a in range(2)))
+    path = save_task_checkpoint(task, tmp_path / "text.ckpt")
+    report = evaluate_scaling(str(path), str(data), out_dir=str(tmp_path / "out"), cycles="1,3", kind="math",
+                              tokenizer="gpt2", max_new_tokens=3, quiet=True)
+    result = report["checkpoints"][0]
+    assert result["kind"] == "text" and result["depth_attr"] == "H_cycles" and result["trained_depth"] == 2
+    assert [r["cycles"] for r in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        model = load(path, TextTask)
+        model.core.H_cycles = row["cycles"]
+        assert row["accuracy"] == evaluate_text(model, str(data), "math", "gpt2", max_new_tokens=3)["accuracy"]
+        assert row["flops"] == row["tokens"] * forward_flops_per_token(model.core) > 0
+        assert row["module_calls"] == row["core_passes"] * len(model.core.schedule())
+    one, three = result["rows"]
+    assert three["flops"] / three["tokens"] > one["flops"] / one["tokens"], "a deeper pass costs more per token"
+    assert "| 1 |" in (tmp_path / "out/scaling.md").read_text()
+    assert (tmp_path / "out/accuracy_vs_depth.png").is_file()
+    with pytest.raises(ValueError, match="fixed"):
+        depth_attribute(build_core("transformer", "tiny"))

@@ -3,7 +3,7 @@
 Charts are drawn with :func:`hrmkit.plot.render_chart` (Pillow only, like ``hrmkit plot``):
 
 * ``accuracy_vs_depth.png``: accuracy against segments (text: cycles) at width 1, one line per tag, plus the
-  overall accuracy and the halting head's early-exit accuracy;
+  overall accuracy, the halting head's early-exit accuracy and the token accuracy;
 * ``accuracy_vs_width.png`` (widths > 1): voted and any-of-N accuracy against samples at the deepest setting;
 * ``accuracy_vs_compute.png``: accuracy against App. A FLOPs per example, depth and width on one FLOP axis;
 * ``arc_pass_at_k_vs_depth.png`` (ARC): voted pass@K against segments under both scoring conventions.
@@ -149,6 +149,7 @@ def depth_chart(results: list[dict[str, Any]]):
                         series[f"{p}{tag}"] = pts
             series[f"{p}all"] = [(r[key], r[metric]) for r in rows]
             series[f"{p}all, halting head"] = [(r[key], r[f"{metric}_halted"]) for r in rows]
+            series[f"{p}all, token accuracy"] = [(r[key], r["token_acc"]) for r in rows]
         else:
             series[f"{p}accuracy"] = [(r[key], r[metric]) for r in rows]
     label = "segments" if all(r["kind"] == "puzzle" for r in results) else "depth (segments / cycles)"

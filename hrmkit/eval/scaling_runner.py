@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from hrmkit.eval.scaling import DEFAULT_SAMPLES, DEFAULT_SEGMENTS, Judge, PuzzleScaling, dataset_judge, parse_ints
@@ -23,7 +24,7 @@ JudgeChoice = Literal["auto", "exact"]
 def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | None = None,
                    samples: Sequence[int] | None = None, batch_size: int = 64, vote: str | None = None,
                    judge: JudgeChoice | Judge = "auto", pass_ks: Sequence[int] = (1, 2),
-                   limit_batches: int | None = None, device: str | torch.device | None = None, seed: int = 0,
+                   limit_per_tag: int | None = None, device: str | torch.device | None = None, seed: int = 0,
                    progress: str | None = None, where: str = "the model") -> dict[str, Any]:
     """Every (segments, samples) setting of a puzzle model on a dataset's test split, in one pass per batch.
 
@@ -38,7 +39,8 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
         judge: ``auto`` (the dataset's answer judge where one exists, e.g. any shortest maze path), ``exact``
             (label match only), or a judge function.
         pass_ks: ARC only: the K of the voted pass@K reported at every depth.
-        limit_batches: evaluate only the first batches (quick looks; the default is the whole split).
+        limit_per_tag: evaluate only the first N test examples of each tag (quick looks and CPU runs; the default is
+            the whole split; the split is stored tag by tag, so a plain cut would drop whole tags).
         device: torch device (default: the model's).
         seed: seeds the sampled trajectories of stochastic cores.
         progress: a description to show a progress bar with (None: quiet).
@@ -51,6 +53,8 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit_per_tag is not None and limit_per_tag < 1:
+        raise ValueError(f"limit_per_tag must be >= 1, got {limit_per_tag}")
     dm = PuzzleDataModule(str(data_dir), batch_size=batch_size, eval_batch_size=batch_size)
     meta = dm.metadata
     _check_sizes(task, where, meta, str(data_dir))
@@ -80,10 +84,13 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
         from rich.progress import track
 
         batches = track(loader, total=len(loader), description=progress, transient=True)
+    taken = np.zeros(run.num_tags, dtype=np.int64)
     try:
-        for i, batch in enumerate(batches):
-            if limit_batches is not None and i >= limit_batches:
-                break
+        for batch in batches:
+            if limit_per_tag is not None:
+                batch = _first_per_tag(batch, taken, limit_per_tag)
+                if batch is None:
+                    continue
             run.update({k: v.to(run_on) for k, v in batch.items()})
     finally:
         task.to(previous).train(was_training)
@@ -95,6 +102,23 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
             "tokens_per_example": run.tokens_per_example, "flops_per_token_pass": run.flops_per_token,
             "calls_per_pass": run.calls_per_pass, "pass_ks": list(arc.pass_ks) if arc is not None else None,
             "rows": run.results(tags)}
+
+
+def _first_per_tag(batch: dict[str, torch.Tensor], taken: np.ndarray, limit: int) -> dict[str, torch.Tensor] | None:
+    """The valid rows of ``batch`` whose tag has had fewer than ``limit`` rows so far (``taken`` is updated), or None
+    when no row is left."""
+    b = batch["inputs"].shape[0]
+    valid = batch["valid"].bool().numpy() if "valid" in batch else np.ones(b, dtype=bool)
+    tags = batch["tag"].long().clamp(0, len(taken) - 1).numpy() if "tag" in batch else np.zeros(b, dtype=np.int64)
+    keep = np.zeros(b, dtype=bool)
+    for row in np.flatnonzero(valid):
+        if taken[tags[row]] < limit:
+            taken[tags[row]] += 1
+            keep[row] = True
+    if not keep.any():
+        return None
+    index = torch.from_numpy(np.flatnonzero(keep))
+    return {k: v[index] if torch.is_tensor(v) and v.dim() and v.shape[0] == b else v for k, v in batch.items()}
 
 
 def depth_line(result: dict[str, Any], segments: Sequence[int] | None = None, metric: str = "exact_acc") -> str:
@@ -109,7 +133,7 @@ def depth_line(result: dict[str, Any], segments: Sequence[int] | None = None, me
 def evaluate_scaling(checkpoint: str | Sequence[str], data_dir: str, out_dir: str | None = None,
                      segments: str | Sequence[int] | None = None, samples: str | Sequence[int] | None = None,
                      batch_size: int = 64, vote: str | None = None, judge: JudgeChoice = "auto",
-                     pass_ks: Sequence[int] = (1, 2), limit_batches: int | None = None, device: str | None = None,
+                     pass_ks: Sequence[int] = (1, 2), limit_per_tag: int | None = None, device: str | None = None,
                      seed: int = 0, cycles: str | Sequence[int] | None = None, depth_attr: str | None = None,
                      kind: Literal["math", "mc", "puzzle"] = "math", tokenizer: str | None = None,
                      max_new_tokens: int = 256, limit: int | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -136,7 +160,7 @@ def evaluate_scaling(checkpoint: str | Sequence[str], data_dir: str, out_dir: st
         vote: width voting rule ``answer`` or ``position`` (default: the model's).
         judge: ``auto`` (the dataset's judge where one exists) or ``exact`` (label match only).
         pass_ks: ARC: the K of pass@K.
-        limit_batches: puzzle models: evaluate only the first batches.
+        limit_per_tag: puzzle models: evaluate only the first N test examples of each tag.
         device: torch device (default ``cuda`` when available, else ``cpu``).
         seed: seeds sampled trajectories.
         cycles: text models: inference depths (values of the core's recurrence count, HRM's ``H_cycles``; default
@@ -163,7 +187,7 @@ def evaluate_scaling(checkpoint: str | Sequence[str], data_dir: str, out_dir: st
         task = load(path)
         if isinstance(task, PuzzleTask):
             result = puzzle_scaling(task, data_dir, segments, samples, batch_size, vote, judge, pass_ks,
-                                    limit_batches, run_on, seed, progress=None if quiet else f"scaling {name}",
+                                    limit_per_tag, run_on, seed, progress=None if quiet else f"scaling {name}",
                                     where=path)
         elif isinstance(task, TextTask):
             from hrmkit.eval.scaling_text import text_depth_curve
