@@ -31,7 +31,6 @@ from hrmkit.eval.scaling_runner import depth_line, puzzle_scaling
 from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.viz import render_sudoku, save_png
 
-
 #: Segments of the depth curve printed at the end (the model trains with 8).
 DEPTH_CURVE = (1, 2, 4, 8, 16)
 
@@ -193,6 +192,7 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
                   f"{out}/solved-*.png; last checkpoint: {out}/checkpoints/last.ckpt[/]")
     curve = puzzle_scaling(model, str(data_dir), segments=DEPTH_CURVE, batch_size=250)
     console.print(f"thinking longer (held-out, all levels): {depth_line(curve, DEPTH_CURVE)}  [dim](trained with 8; "
-                  f"full curves: hrmkit eval scaling --checkpoint {out}/checkpoints/last.ckpt --data_dir {data_dir})[/]")
+                  f"full curves: hrmkit eval scaling --checkpoint {out}/checkpoints/last.ckpt "
+                  f"--data_dir {data_dir})[/]")
     return {"steps": trainer.global_step, "minutes": elapsed, **{k: float(v) for k, v in metrics.items()},
             **{f"depth/{r['segments']}": r["exact_acc"] for r in curve["rows"]}}
