@@ -3,6 +3,7 @@ width voting equals PuzzleTask's sampled evaluation, ARC pass@K equals hrmkit ev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ from hrmkit.data import PuzzleDataModule
 from hrmkit.data.puzzles.arc import build_arc
 from hrmkit.data.puzzles.sudoku import build_sudoku
 from hrmkit.eval.arc_runner import evaluate_arc
-from hrmkit.eval.scaling import PuzzleScaling, parse_ints
+from hrmkit.eval.scaling import PuzzleScaling, dataset_judge, parse_ints
 from hrmkit.eval.scaling_runner import depth_line, evaluate_scaling, puzzle_scaling
 from hrmkit.eval.scaling_text import depth_attribute
 from hrmkit.eval.text import evaluate_text
@@ -121,6 +122,9 @@ def test_a_judge_counts_answers_the_label_does_not_show(checkpoint, sudoku):
     assert row["judge_acc"] == 1.0 and row["judge_acc_halted"] == 1.0 and result["judge"] == "<lambda>"
     exact = puzzle_scaling(load(checkpoint, PuzzleTask), str(sudoku), segments=[2], judge="exact")
     assert "judge_acc" not in _row(exact, 2) and exact["judge"] is None
+    assert dataset_judge("sudoku") is None, "Sudoku answers are scored against the label"
+    if importlib.util.find_spec("hrmkit.tasks.judges") is not None:  # the install has the maze shortest-path judge
+        assert dataset_judge("maze") is not None
 
 
 def test_width_needs_a_stochastic_core_and_bad_lists_are_refused(checkpoint, sudoku):
