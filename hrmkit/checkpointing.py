@@ -10,7 +10,8 @@ that the next ``--ckpt_path last`` trusts, and loading a checkpoint must never r
 * :func:`check_checkpoint` recognises a torn or truncated file (a PyTorch checkpoint is a zip archive whose
   directory sits at the end; every member carries a CRC) and raises :class:`~hrmkit.errors.CheckpointError`.
 * :func:`latest_valid_checkpoint` walks candidate files newest first and returns the first that passes the check, so a
-  corrupt ``last.ckpt`` falls back to the previous checkpoint instead of ending the run.
+  corrupt ``last.ckpt`` falls back to the previous checkpoint instead of ending the run. Sharded (DCP) checkpoint
+  directories are candidates too, checked by :func:`hrmkit.sharded_checkpoints.check_sharded`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hrmkit.errors import CheckpointError
+from hrmkit.sharded_checkpoints import COMPLETE_MARKER, REQUIRED_FILES, check_sharded, pid_alive
 
 #: Globals a hrmkit/Lightning checkpoint may hold beyond what ``weights_only=True`` already allows.
 SAFE_GLOBALS: list[Any] = []
@@ -74,27 +76,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _remove_stale_temps(path)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
-
-
 def _remove_stale_temps(path: Path) -> None:
     """Delete ``.<name>.tmp-<pid>`` files left by writers that were killed mid-write (their process is gone)."""
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
 def check_checkpoint(path: str | os.PathLike) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is a complete PyTorch zip checkpoint (CRC of every member)."""
+    """Raise :class:`CheckpointError` unless ``path`` is a complete PyTorch zip checkpoint (CRC of every member) or a
+    sharded (DCP) checkpoint directory that hrmkit finished writing (:func:`~hrmkit.sharded_checkpoints.check_sharded`:
+    completion marker, every shard's size, and the CRCs of its ``meta.pt``)."""
     path = Path(path)
+    if path.is_dir():
+        check_sharded(path)
+        check_checkpoint(path / "meta.pt")
+        return
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     size = path.stat().st_size
@@ -132,6 +130,10 @@ def _weights_only(path: str | os.PathLike) -> Iterator[None]:
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
     """Check ``path`` and load it with ``weights_only=True`` (plus :data:`SAFE_GLOBALS`): never runs pickled code."""
     check_checkpoint(path)
+    if Path(path).is_dir():
+        raise CheckpointError(f"{path}: a sharded (DCP) checkpoint directory, written by the FSDP2 strategy: resume it "
+                              "with the same strategy and world size, or convert it to one file with "
+                              "torch.distributed.checkpoint.format_utils.dcp_to_torch_save")
     with _weights_only(path):
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(checkpoint, dict):
@@ -169,16 +171,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(str(path).removeprefix("file://"), map_location)
 
 
+def _is_sharded_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in (COMPLETE_MARKER, *REQUIRED_FILES))
+
+
+def _saved_at(path: Path) -> int:
+    """When a checkpoint was finished: a file's modification time; a sharded directory's completion marker's
+    (the directory's own, for one without a marker: it is refused by the check anyway)."""
+    marker = path / COMPLETE_MARKER
+    return (marker if path.is_dir() and marker.is_file() else path).stat().st_mtime_ns
+
+
 def candidate_checkpoints(locations: Iterable[str | os.PathLike]) -> list[Path]:
-    """Every ``*.ckpt`` file among ``locations`` (files or directories), newest first (modification time)."""
-    found: dict[Path, float] = {}
+    """Every ``*.ckpt`` among ``locations`` (files or folders holding them), newest first: single files and
+    sharded (DCP) checkpoint directories alike. Hidden names (temporary files and directories) are never candidates."""
+    found: dict[Path, int] = {}
     for loc in locations:
         p = Path(loc)
-        files = [p] if p.is_file() else sorted(p.glob(f"*{CHECKPOINT_SUFFIX}")) if p.is_dir() else []
-        for f in files:
-            if f.name.startswith(".") or not f.is_file():
+        if p.is_file() or _is_sharded_dir(p):
+            entries = [p]  # the location is a checkpoint itself (an OnExceptionCheckpoint file or directory)
+        else:
+            entries = sorted(p.glob(f"*{CHECKPOINT_SUFFIX}")) if p.is_dir() else []
+        for f in entries:
+            if f.name.startswith(".") or not (f.is_file() or f.is_dir()):
                 continue
-            found[f.resolve()] = f.stat().st_mtime_ns
+            found[f.resolve()] = _saved_at(f)
     return sorted(found, key=lambda f: (found[f], f.name), reverse=True)
 
 
@@ -225,16 +242,19 @@ def prepare_fit(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
     """Make a ``fit`` crash-safe and return the checkpoint to resume from.
 
     Installs :class:`AtomicCheckpointIO` (when the strategy uses Lightning's plain ``TorchCheckpointIO``), adds
-    :class:`~hrmkit.callbacks.rng_state.RNGState` when absent, turns on ``save_on_exception`` for every
-    ``ModelCheckpoint`` (so SIGTERM, SIGUSR1 and crashes leave a checkpoint and refresh ``last.ckpt``), and resolves
+    :class:`~hrmkit.callbacks.rng_state.RNGState` and :class:`~hrmkit.callbacks.preemption.PreemptionSync` when
+    absent, turns on ``save_on_exception`` for every ``ModelCheckpoint`` (so SIGTERM, SIGUSR1 and crashes leave a
+    checkpoint and refresh ``last.ckpt``), and resolves
     ``ckpt_path="last"`` to the newest checkpoint that passes :func:`check_checkpoint` among
     :func:`checkpoint_locations` (None, with Lightning's warning, when there is none yet).
     """
+    from hrmkit.callbacks.preemption import PreemptionSync
     from hrmkit.callbacks.rng_state import RNGState
 
     install_checkpoint_io(trainer)
-    if not any(isinstance(cb, RNGState) for cb in trainer.callbacks):
-        trainer.callbacks.append(RNGState())
+    for needed in (RNGState, PreemptionSync):
+        if not any(isinstance(cb, needed) for cb in trainer.callbacks):
+            trainer.callbacks.append(needed())
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and not cb.save_weights_only:
             cb.save_on_exception = True

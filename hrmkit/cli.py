@@ -26,10 +26,25 @@ from rich.table import Table
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def list_cores() -> None:
-    """List every registered core: name, where it comes from, import path, and its named variants."""
+def list_cores(sizes: bool = False) -> None:
+    """List every registered core: name, where it comes from, import path, and its named variants.
+
+    Args:
+        sizes: instead, one row per core × variant with its parameter count, schedule and gradient horizon (built
+            on the meta device: no memory, a few seconds).
+    """
     from hrmkit.cores import CORES
 
+    if sizes:
+        from hrmkit.cores.sizes import core_sizes
+
+        table = Table(title="hrmkit core sizes")
+        for col in ("core", "variant", "parameters", "schedule", "bp_steps"):
+            table.add_column(col, justify="right" if col in ("parameters", "bp_steps") else "left")
+        for row in core_sizes():
+            table.add_row(row.core, row.variant, f"{row.parameters:,}", row.schedule, str(row.bp_steps))
+        Console(width=160).print(table)
+        return
     table = Table(title="hrmkit cores")
     for col in ("name", "source", "class", "variants"):
         table.add_column(col)
@@ -78,8 +93,26 @@ def lightning_cli(args: list[str]) -> None:
             from hrmkit.checkpointing import install_checkpoint_io
 
             install_checkpoint_io(self.trainer)
+            # fit adds RNGState (exact resume of the RNG streams); evaluation never resumes training, so Lightning's
+            # note that the checkpoint was made with an RNGState callback this Trainer lacks is noise here.
+            warnings.filterwarnings("ignore", message=r".*Please add the following callbacks: \['RNGState'\]")
 
-        before_validate = before_test = before_predict = _checked_loads
+        def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
+            """Without TensorBoard, Lightning's default logger is a CSVLogger in default_root_dir, announced by a
+            notice about tensorboardX; name that logger explicitly (same folder, same files), so there is no notice."""
+            if config.get("logger") in (None, True) and not config.get("barebones"):
+                config["logger"] = _default_logger(config.get("default_root_dir"))
+            return super()._instantiate_trainer(config, callbacks)
+
+        before_validate = before_test = _checked_loads
+
+        def before_predict(self) -> None:
+            """Checked loads, and a PredictionWriter (JSONL next to the checkpoint's run) unless the recipe has a
+            prediction writer already (hrmkit.callbacks.predictions)."""
+            from hrmkit.callbacks.predictions import add_default_writer
+
+            self._checked_loads()
+            add_default_writer(self.trainer)
 
         def _parse_ckpt_path(self) -> None:
             """LightningCLI reads an explicit --ckpt_path's hyper-parameters before any hook: check the file first."""
@@ -94,6 +127,18 @@ def lightning_cli(args: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         HrmkitCLI(args=args, save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs)
+
+
+def _default_logger(root: str | None) -> object:
+    """What ``logger=True`` resolves to: Lightning's own choice (TensorBoard) when it is installed, else the
+    CSVLogger Lightning would fall back to, created here so its tensorboardX notice is not printed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        return True
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(save_dir=root or os.getcwd())
 
 
 def _has_omegaconf() -> bool:
@@ -152,6 +197,7 @@ def _dispatch(argv: list[str]) -> None:
 
     from hrmkit.commands.transfer import transfer_command
     from hrmkit.eval.arc_runner import evaluate_arc
+    from hrmkit.eval.lm_eval_command import evaluate_lm_eval
     from hrmkit.eval.scaling_runner import evaluate_scaling
     from hrmkit.eval.text import evaluate_text
     from hrmkit.plot import plot
@@ -159,8 +205,10 @@ def _dispatch(argv: list[str]) -> None:
     from hrmkit.text_commands import export_hf_command, generate_text
 
     auto_cli({"cores": list_cores, "demo": demo, "data": _data_commands(), "show": show, "plot": plot,
-              "eval": {"arc": evaluate_arc, "text": evaluate_text, "scaling": evaluate_scaling},
-              "generate": generate_text, "export": {"hf": export_hf_command}, "transfer": transfer_command},
+              "eval": {"arc": evaluate_arc, "text": evaluate_text, "lm-eval": evaluate_lm_eval,
+                       "scaling": evaluate_scaling},
+              "generate": generate_text,
+              "export": {"hf": export_hf_command}, "transfer": transfer_command},
              args=argv, as_positional=False, exit_on_error=False)
 
 
@@ -221,11 +269,13 @@ def _data_commands() -> dict:
     from hrmkit.data.puzzles.hrm_import import import_hrm
     from hrmkit.data.puzzles.maze import build_maze
     from hrmkit.data.puzzles.sudoku import build_sudoku
+    from hrmkit.data.summary import with_summary
     from hrmkit.data.text import build_gsm_symbolic, import_data_io
     from hrmkit.text_commands import data_text_command
 
-    return {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
-            "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
+    builders = {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc, "import-hrm": import_hrm,
+                "text": data_text_command, "data-io": import_data_io, "gsm-symbolic": build_gsm_symbolic}
+    return {name: with_summary(fn) for name, fn in builders.items()}  # one summary line per build
 
 
 if __name__ == "__main__":

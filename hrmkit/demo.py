@@ -73,7 +73,7 @@ class EvalPrinter(Callback):
             return
         m = trainer.callback_metrics
         row = {"step": trainer.global_step, "minutes": (time.perf_counter() - self.start) / 60}
-        row.update({t: float(m.get(f"val/exact_acc/{t}", float("nan"))) for t in self.tag_names})
+        row.update({t: float(m.get(f"val/exact_acc_by_tag/{t}", float("nan"))) for t in self.tag_names})
         self.history.append(row)
         levels = "  ".join(f"{t} {row[t]:6.1%}" for t in self.tag_names)
         self.console.print(f"step {row['step']:5d} {row['minutes']:5.1f} min  exact: {levels}")

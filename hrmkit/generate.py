@@ -18,7 +18,7 @@ from the same pass, so it costs one extra LM-head product per token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,8 +26,9 @@ from torch import Tensor
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.cache import KVCache
 
-if TYPE_CHECKING:
-    from hrmkit.tasks.text import TextTask
+# A hrmkit.tasks.text.TextTask, typed structurally (embed, core, lm_head, embed_tokens): TextTask.predict_step calls
+# generate(), so importing the class here, even for type checking only, would close an import cycle.
+TextTask = Any
 
 
 def core_outputs(task: TextTask, input_ids: Tensor, attn: AttnSpec, cache: KVCache | None = None,

@@ -1,12 +1,17 @@
 """PNG line charts of training runs from Lightning ``CSVLogger`` files (``hrmkit plot``), with Pillow only.
 
 Why Pillow: it is already a dependency (:mod:`hrmkit.viz`), while matplotlib would add a heavy optional one for a
-handful of line charts. Each ``metrics.csv`` found under the run directory gives up to four charts:
+handful of line charts. Each ``metrics.csv`` found under the run directory gives up to eight charts, each read from
+the documented metric names (docs/cli.md, "Trackers"), so TensorBoard, W&B and MLflow show the same series:
 
 * ``loss.png``: every column whose name contains ``loss`` (train and val);
 * ``accuracy.png``: every column whose name contains ``acc``;
 * ``magicnorm_rms.png``: the MagicNormHealth per-call state RMS (``magicnorm/rms/<call>``);
-* ``magicnorm_grad_norm.png``: its per-call gradient norms (log scale when they span more than 100x).
+* ``magicnorm_grad_norm.png``: its per-call gradient norms (log scale when they span more than 100x);
+* ``recursion.png``: ``train/bp_steps`` (DeepCreditWarmup), ``train/segments`` and ``act/mean_segments`` (ACT);
+* ``halting.png``: ``train/halted_frac`` and ``act/halted_frac``;
+* ``learning_rate.png``: ``lr/*`` (LearningRates: both optimizers of a puzzle task);
+* ``throughput.png``: ``perf/tokens_per_s`` and ``perf/samples_per_s`` (Throughput).
 
 Lightning writes sparse rows (train, validation and callback rows carry different columns), so each series keeps
 only the rows where its column has a finite number, drawn against the ``step`` column.
@@ -32,6 +37,10 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
     (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 0, 0),
 )
+#: The series of the recursion, halting and throughput charts (names written by the task and hrmkit.callbacks).
+RECURSION_FIGURES = ("train/bp_steps", "train/segments", "act/mean_segments")
+HALTING_FIGURES = ("train/halted_frac", "act/halted_frac")
+THROUGHPUT_FIGURES = ("perf/tokens_per_s", "perf/samples_per_s")
 _GRID = (225, 225, 225)
 _AXIS = (60, 60, 60)
 _TEXT = (20, 20, 20)
@@ -41,7 +50,7 @@ Series = dict[str, list[tuple[float, float]]]
 
 
 def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
-    """Render loss, accuracy and MagicNorm charts for every ``metrics.csv`` under ``run_dir``.
+    """Render the charts listed in the module docstring for every ``metrics.csv`` under ``run_dir``.
 
     Args:
         run_dir: a directory searched recursively for Lightning ``CSVLogger`` ``metrics.csv`` files (one run's
@@ -97,6 +106,12 @@ def _plot_file(path: Path, out: Path) -> list[str]:
          _select(series, lambda k: k.startswith("magicnorm/rms/"), strip="magicnorm/rms/"), False),
         ("magicnorm_grad_norm.png", "MagicNorm: gradient norm per call",
          _select(series, lambda k: k.startswith("magicnorm/grad_norm/"), strip="magicnorm/grad_norm/"), None),
+        ("recursion.png", "Recursion: backprop calls and ACT segments",
+         _select(series, lambda k: k in RECURSION_FIGURES), False),
+        ("halting.png", "ACT: fraction halted", _select(series, lambda k: k in HALTING_FIGURES), False),
+        ("learning_rate.png", "Learning rates", _select(series, lambda k: k.startswith("lr/"), strip="lr/"), None),
+        ("throughput.png", "Throughput (per second)",
+         _select(series, lambda k: k in THROUGHPUT_FIGURES, strip="perf/"), None),
     ]
     written = []
     for name, title, chosen, log_y in charts:

@@ -125,9 +125,13 @@ def make_strategy(name: str) -> Any:
     if name == "ddp_compiled":  # the whole core compiled before DDP wraps the task
         return DDP(process_group_backend="gloo", find_unused_parameters=True, compile=True,
                    compile_kwargs={"backend": "eager"})
-    if name == "fsdp2_compiled":  # per-block torch.compile after sharding ("eager" backend: no codegen, fast)
-        return FSDP2(param_dtype=None, process_group_backend="gloo", compile=True, compile_kwargs={"backend": "eager"})
+    if name == "fsdp2_bf16":  # the hrmkit_fsdp2 preset's mixed precision: bf16 parameters, fp32 reduce-scatter
+        return FSDP2(param_dtype="bfloat16", reduce_dtype="float32", process_group_backend="gloo")
     raise ValueError(f"unknown strategy {name!r}")
+
+
+#: Trainer precision per strategy: the bf16 run also autocasts, as the FSDP2 recipes do (``precision: bf16-mixed``).
+PRECISION = {"fsdp2_bf16": "bf16-mixed"}
 
 
 def run(task: str, strategy: str, devices: int, out: Path, steps: int, epochs: int, tag: str,
@@ -135,6 +139,7 @@ def run(task: str, strategy: str, devices: int, out: Path, steps: int, epochs: i
     """Train ``epochs`` epochs of ``steps`` steps (resuming from ``ckpt_path``); keep a checkpoint per epoch."""
     recorder = GlobalLoss(out / f"losses-{tag}.json")
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=make_strategy(strategy), max_epochs=epochs,
+                        precision=PRECISION.get(strategy, "32-true"),
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
                         callbacks=[recorder, ModelCheckpoint(dirpath=out / f"ckpt-{tag}", save_top_k=-1,
@@ -153,7 +158,7 @@ def run(task: str, strategy: str, devices: int, out: Path, steps: int, epochs: i
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=("puzzle", "text"), required=True)
-    p.add_argument("--strategy", choices=("single", "ddp", "ddp_compiled", "fsdp2", "fsdp2_compiled"), required=True)
+    p.add_argument("--strategy", choices=("single", "ddp", "ddp_compiled", "fsdp2", "fsdp2_bf16"), required=True)
     p.add_argument("--devices", type=int, default=WORLD)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", type=Path, required=True)

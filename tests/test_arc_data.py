@@ -202,7 +202,7 @@ def test_overlap_and_clashing_ids_warn(task_dir, tmp_path_factory):
     (json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}), r"train\[0\]\.input.*rectangular"),
     (json.dumps({"train": [{"input": [[1]], "output": [[10]]}], "test": []}), r"train\[0\]\.output.*colour 0\.\.9"),
     (json.dumps({"train": [{"input": [[1]] * 31, "output": [[1]]}], "test": []}), r"31x1"),
-    (json.dumps({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]]}]}), r"test\[0\].*'output'"),
+    (json.dumps({"train": [{"input": [[1]]}], "test": []}), r"train\[0\].*'output' is missing"),
     (json.dumps({"train": [], "test": []}), "no demonstration pairs"),
     (json.dumps([1, 2]), "expected an object"),
     ("{}", "field .train. must be a list"),
@@ -216,13 +216,42 @@ def test_malformed_tasks_name_file_pair_and_field(tmp_path, content, message):
     assert str(path) in str(err.value)
 
 
-def test_missing_outputs_allowed_only_for_evaluation(tmp_path):
+def test_missing_test_outputs_held_out_for_evaluation_and_left_out_of_training(tmp_path):
+    from hrmkit.data.puzzles.arc import build_arc
+    from hrmkit.data.puzzles.format import read_metadata
+
     task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}
-    _write(tmp_path / "evaluation" / "hid.json", task)
-    build = _build(tmp_path, num_aug=2)
+    _write(tmp_path / "src" / "evaluation" / "hid.json", task)
+    build = _build(tmp_path / "src", num_aug=2)
     assert build.test_puzzles["hid"]["test"] == [{"input": [[3]], "output": None}]
     labels = next(arc_groups(build, "test"))["labels"]
     assert np.array_equal(crop(labels[0, 0]), [[0]])  # the reference's dummy [[0]] label
+    # a training task whose test pair has no answer (e.g. copied from a hidden set) trains on its train pairs
+    _write(tmp_path / "src" / "training" / "nolabel.json",
+           {"train": [{"input": [[4]], "output": [[5]]}],
+            "test": [{"input": [[6]]}, {"input": [[7]], "output": [[8]]}]})
+    (loaded,) = [t for t in load_arc_source(str(tmp_path / "src")) if t.name == "nolabel"]
+    assert loaded.unlabelled_test == 1 and [b.tolist() for _, b in loaded.test] == [[[8]]]
+    with pytest.warns(UserWarning, match=r"1 ARC training task\(s\) have test pairs without 'output'.*nolabel"):
+        build_arc(str(tmp_path / "ds"), [str(tmp_path / "src")], num_aug=1)
+    assert read_metadata(tmp_path / "ds").builder["unlabelled_test_pairs"] == 1
+
+
+def test_limit_tasks_keeps_a_seeded_choice_per_subset(tmp_path):
+    for i in range(6):
+        _write(tmp_path / "training" / f"t{i}.json", {"train": [{"input": [[i]], "output": [[i]]}], "test": []})
+    for i in range(3):
+        _write(tmp_path / "evaluation" / f"e{i}.json",
+               {"train": [{"input": [[i]], "output": [[i]]}], "test": [{"input": [[1]], "output": [[2]]}]})
+    names = lambda b: sorted(t.name for t in b.tasks)  # noqa: E731
+    a, again = (_build(tmp_path, num_aug=0, limit_tasks=2, seed=0) for _ in range(2))
+    assert names(a) == names(again) and len(names(a)) == 4  # 2 training + 2 evaluation
+    assert sum(n.startswith("e") for n in names(a)) == 2
+    picks = {tuple(names(_build(tmp_path, num_aug=0, limit_tasks=2, seed=s))) for s in range(6)}
+    assert len(picks) > 1  # the seed picks the subset
+    assert len(_build(tmp_path, num_aug=0, limit_tasks=10).tasks) == 9  # fewer than the limit: all kept
+    with pytest.raises(ValueError, match="limit_tasks must be >= 1"):
+        _build(tmp_path, limit_tasks=0)
 
 
 def test_bad_sources(tmp_path):
@@ -288,5 +317,5 @@ def test_oversized_grids_skip_their_task_and_are_counted(tmp_path):
     meta = read_metadata(tmp_path / "ds")
     assert meta.builder["skipped_oversized_tasks"] == 1 and meta.num_puzzle_identifiers == 3  # blank + ok x 2
     (tmp_path / "src" / "training" / "ok.json").unlink()
-    with pytest.raises(ArcFormatError, match="no usable ARC task"), pytest.warns(UserWarning):
-        prepare_arc([str(tmp_path / "src")])
+    with pytest.raises(ArcFormatError, match=r"no usable ARC task.*big\.json.*2x31"), pytest.warns(UserWarning):
+        prepare_arc([str(tmp_path / "src")])  # the message names the oversized files, not only the folder

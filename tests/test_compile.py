@@ -60,6 +60,8 @@ def test_compiled_core_recompiles_once_per_bp_steps_and_matches_eager():
 def test_presets_are_registered_and_selectable_by_name():
     for name, (cls, kwargs, _) in PRESETS.items():
         assert name in StrategyRegistry
+        if name == "hrmkit_fsdp2_compiled":  # refused with the alternatives named (tests/test_distributed.py)
+            continue
         strategy = StrategyRegistry.get(name)
         assert isinstance(strategy, cls)
         assert strategy.plan.compile == kwargs.get("compile", False)
@@ -73,7 +75,7 @@ def test_presets_are_registered_and_selectable_by_name():
 
 def test_plain_model_parallel_strategy_still_gets_sharded_and_bad_dtypes_are_named():
     assert plan_for(ModelParallelStrategy()) == DEFAULT_FSDP2_PLAN
-    assert plan_for(FSDP2(compile=True)).compile
+    assert plan_for(DDP(compile=True)).compile
     assert plan_for(object()) is None
     with pytest.raises(ValueError, match=r"FSDP2.param_dtype='bf61'.*expected one of"):
         FSDP2(param_dtype="bf61")

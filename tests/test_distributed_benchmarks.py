@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,14 +37,24 @@ def test_memory_budget_shards_model_states_but_not_activations():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is what happens without a GPU")
-def test_gpu_check_says_there_is_no_gpu_and_dry_runs_on_the_cpu():
+def test_gpu_check_says_there_is_no_gpu_and_dry_runs_on_the_cpu(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh")], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--json", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no CUDA GPU detected" in proc.stdout and "dry run OK" in proc.stdout
     assert "sdpa (usable)" in proc.stdout
+    results = {r["check"]: r for r in json.loads(out.read_text())["results"]}
+    # the same checks as on a GPU, at tiny sizes: every CPU attention path against sdpa, and no graph break
+    assert results["attention varlen (CPU reference kernel)"]["status"] == "PASS"
+    assert results["attention flex"]["status"] == "PASS"
+    for path in ("sdpa", "flex", "varlen (CPU reference kernel)"):
+        assert results[f"compile {path}"]["figures"] == {"graphs": 1, "graph_breaks": 0}
+    assert results["recipe text-hrm-XL-16xH100"]["status"] == "SKIP"
+    table = proc.stdout[proc.stdout.index("check "):]
+    assert all(name in table for name in results) and " FAIL " not in table
 
 
 def test_cpu_memory_benchmark_measures_a_step_peak():

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from hrmkit.cores import build_core
-from hrmkit.cores.flops import call_params, forward_flops_per_token
+from hrmkit.cores.flops import call_params, core_forward_flops_per_token
 from hrmkit.data import PuzzleDataModule
 from hrmkit.data.puzzles.arc import build_arc
 from hrmkit.data.puzzles.sudoku import build_sudoku
@@ -88,7 +88,7 @@ def test_eval_segments_equal_validate_and_one_pass_equals_separate_runs(checkpoi
         for metric in METRICS:
             assert row[metric] == pytest.approx(val[f"val/{metric}"], abs=1e-6), (depth, metric)
         for tag in ("79", "77"):
-            assert row["per_tag"][tag]["exact_acc"] == pytest.approx(val[f"val/exact_acc/{tag}"], abs=1e-6)
+            assert row["per_tag"][tag]["exact_acc"] == pytest.approx(val[f"val/exact_acc_by_tag/{tag}"], abs=1e-6)
     for depth in (1, 2, 3, 4):
         alone = _row(puzzle_scaling(task, str(sudoku), segments=[depth], batch_size=5), depth)
         row = _row(result, depth)
@@ -104,7 +104,7 @@ def test_compute_is_counted_with_app_a_flops(checkpoint, sudoku):
     task = load(checkpoint, PuzzleTask)
     result = puzzle_scaling(task, str(sudoku), segments=[1, 4], batch_size=5)
     per_token = sum(2 * n for n in call_params(task.core))
-    assert per_token == forward_flops_per_token(task.core) > 0
+    assert per_token == core_forward_flops_per_token(task.core) > 0
     tokens = 81 + task.prefix_len
     for depth in (1, 3, 4):
         row = _row(result, depth)
@@ -226,7 +226,7 @@ def test_text_depth_curve_scores_each_depth_with_the_text_scorer(tmp_path):
         model = load(path, TextTask)
         model.core.H_cycles = row["cycles"]
         assert row["accuracy"] == evaluate_text(model, str(data), "math", "gpt2", max_new_tokens=3)["accuracy"]
-        assert row["flops"] == row["tokens"] * forward_flops_per_token(model.core) > 0
+        assert row["flops"] == row["tokens"] * core_forward_flops_per_token(model.core) > 0
         assert row["module_calls"] == row["core_passes"] * len(model.core.schedule())
     one, three = result["rows"]
     assert three["flops"] / three["tokens"] > one["flops"] / one["tokens"], "a deeper pass costs more per token"

@@ -265,6 +265,19 @@ def test_csv_test_split_drops_train_puzzles(tmp_path):
     assert meta.splits["test"].total_groups == 2
 
 
+def test_csv_with_utf8_bom_and_zero_blanks_reads_like_the_plain_file(tmp_path):
+    """Spreadsheet exports start with a byte-order mark; many collections write ``0`` for a blank cell."""
+    rows = _rows(4, 1)
+    plain, other = tmp_path / "plain.csv", tmp_path / "bom_zero.csv"
+    _write_csv(plain, rows)
+    zero_rows = [[src, q.replace(".", "0"), a, r] for src, q, a, r in rows]
+    other.write_bytes(b"\xef\xbb\xbf" + ("source,question,answer,rating\n" + "".join(
+        ",".join(r) + "\n" for r in zero_rows)).encode("utf-8"))
+    (p1, n1), (p2, n2) = S.read_sudoku_csv(plain), S.read_sudoku_csv(other)
+    assert n1 == n2 and (p1.puzzles == p2.puzzles).all() and (p1.solutions == p2.solutions).all()
+    assert (p2.puzzles == 0).any()
+
+
 def _corrupt(rows: list[list[str]], kind: str) -> list[list[str]]:
     rows = [list(r) for r in rows]
     q, a = rows[2][1], rows[2][2]

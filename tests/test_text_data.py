@@ -148,9 +148,14 @@ def test_output_directory_rules_and_val_files(tmp_path, tok_path, dataset):
         build_text(str(tmp_path / "x"), [str(tmp_path / "missing.jsonl")], tokenizer=tok_path)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    with pytest.raises(TextFormatError, match="no sample reached the train split"):
+    with pytest.raises(TextFormatError, match=rf"{empty}: no records \(empty JSONL\)"):  # names the input
         build_text(str(tmp_path / "y"), [str(empty)], tokenizer=tok_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "empty.jsonl", "other", "test.jsonl", "train.jsonl"]
+    blank = write_jsonl(tmp_path / "blank.jsonl", [{"instruction": "q", "response": " "}] * 3)
+    with pytest.raises(TextFormatError, match=rf"{blank}: none of the 3 records became a training sample "
+                                              r"\(3 empty_response"):
+        build_text(str(tmp_path / "z"), [str(blank)], tokenizer=tok_path, val_fraction=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.jsonl", "ds", "empty.jsonl", "other", "test.jsonl",
+                                                          "train.jsonl"]
 
 
 def test_metadata_validation_names_file_and_field(dataset, tmp_path):

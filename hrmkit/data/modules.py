@@ -16,6 +16,7 @@ Evaluation streams every example of every stored version once, in order, padding
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,14 @@ _STATE_VERSION = 1
 #: (train, E = 1); ``puzzle`` all examples of one random version in a random order (train, E > 1); ``first`` version
 #: 0's first example (evaluation of E = 1, V = 1 splits); ``all`` every example of every version (evaluation).
 GroupMode = Literal["example", "puzzle", "first", "all"]
+
+
+def _exact_length_loaders() -> None:
+    """Lightning warns that an IterableDataset's ``__len__`` may be wrong with several loader workers unless each
+    worker is set up independently. LitData's StreamingDataset (behind every StreamingDataLoader here) splits its
+    items between workers and ranks itself, so these loaders' lengths are exact and the warning does not apply.
+    Called when a loader is made (not at import), so the filter is in force for the run that uses it."""
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def _mix(seed: int, epoch: int, group: int) -> int:
@@ -435,6 +444,7 @@ class PuzzleDataModule(L.LightningDataModule):
         return int(trainer.world_size) if trainer is not None else 1
 
     def train_dataloader(self) -> StreamingDataLoader | PuzzleBatchLoader:
+        _exact_length_loaders()
         path = str(split_dir(self.data_dir, "train"))
         stats = self.metadata.split("train")
         world = self._world_size()
@@ -462,6 +472,7 @@ class PuzzleDataModule(L.LightningDataModule):
         return PuzzleBatchLoader(groups, path, self.batch_size, num_batches, self._collate())
 
     def _eval_loader(self) -> StreamingDataLoader | ExampleEvalLoader:
+        _exact_length_loaders()
         path = str(split_dir(self.data_dir, "test"))
         stats = self.metadata.split("test")
         collate = self._collate(self.eval_batch_size)
@@ -478,4 +489,8 @@ class PuzzleDataModule(L.LightningDataModule):
         return self._eval_loader()
 
     def test_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
+        return self._eval_loader()
+
+    def predict_dataloader(self) -> StreamingDataLoader | ExampleEvalLoader:
+        """The test split in stored order, as evaluation sees it (``hrmkit predict``)."""
         return self._eval_loader()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hrmkit.cores.flops import forward_flops_per_token
+from hrmkit.cores.flops import core_forward_flops_per_token
 from hrmkit.eval.arc import ArcVoter
 from hrmkit.tasks.losses import IGNORE
 from hrmkit.tasks.puzzle import PuzzleTask
@@ -130,7 +130,7 @@ class PuzzleScaling:
         self.seconds = dict.fromkeys(self.segments, 0.0)
         self.examples = 0
         self.tokens_per_example = 0
-        self.flops_per_token = forward_flops_per_token(task.core)
+        self.flops_per_token = core_forward_flops_per_token(task.core)
         self.calls_per_pass = task.core.num_calls
         self.num_tags = num_tags
 

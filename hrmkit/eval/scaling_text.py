@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from hrmkit.cores.flops import forward_flops_per_token
+from hrmkit.cores.flops import core_forward_flops_per_token
 from hrmkit.tasks.text import TextTask
 
 #: Core attributes that set the depth of the recurrence, in the order they are looked for.
@@ -62,7 +62,7 @@ def text_depth_curve(task: TextTask, data: str, kind: str, tokenizer: str, cycle
             summary = evaluate_text(task, data, kind, tokenizer, max_new_tokens=max_new_tokens, limit=limit,
                                     batch_size=batch_size)
             seconds = time.perf_counter() - start
-            flops = seen["tokens"] * forward_flops_per_token(core)
+            flops = seen["tokens"] * core_forward_flops_per_token(core)
             n = summary["n"]
             rows.append({"cycles": depth, "samples": 1, **summary, "core_passes": seen["passes"],
                          "module_calls": seen["passes"] * core.num_calls, "tokens": seen["tokens"], "flops": flops,

@@ -1,6 +1,7 @@
 """Multi-head self-attention of HRM (fused qkv) and HRM-Text (fused gate|q|k|v with an elementwise sigmoid gate).
 
-Masking is never built here: the :class:`AttnSpec` goes to :func:`hrmkit.nn.backends.attend`, which picks a kernel.
+Masking is never built here: the :class:`AttnSpec` goes to the attention backend this module chose
+(:class:`hrmkit.nn.backends.BackendChoice`, the per-module form of :func:`hrmkit.nn.backends.attend`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hrmkit.nn.attn_spec import AttnSpec
-from hrmkit.nn.backends import attend
+from hrmkit.nn.backends import BackendChoice
 from hrmkit.nn.cache import LayerKV
 from hrmkit.nn.init import InitScheme
 from hrmkit.nn.linear import Linear
@@ -31,6 +32,7 @@ class Attention(nn.Module):
             raise ValueError(f"hidden_size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.gated, self.fused_qkv, self.backend = gated, fused_qkv, backend
+        self.backend_choice = BackendChoice(backend)  # probes the environment now, picks once per kind of call
         parts = ["gate", "q", "k", "v"] if gated else ["q", "k", "v"]
         if fused_qkv:
             setattr(self, "gqkv_proj" if gated else "qkv_proj", Linear(dim, len(parts) * dim, init))
@@ -57,7 +59,18 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
             k, v = kv.update(k, v)
-        out = attend(q, k, v, spec, self.backend)
+        out = self.backend_choice.attend(q, k, v, spec)
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out.flatten(2))
+
+
+def plan_wanted(module: nn.Module, spec: AttnSpec, device_type: str, seq_len: int) -> bool:
+    """Whether any attention layer of ``module`` may run a backend that reads ``spec.plan`` (``varlen``,
+    ``xformers``) for ``spec``: then the caller plans once per batch with :func:`hrmkit.nn.backends.with_plan`,
+    outside the (possibly compiled) module. Decided without reading any tensor, so it never syncs a GPU."""
+    if not spec.packed and spec.kind != "prefixlm":
+        return False
+    grad = torch.is_grad_enabled()
+    return any(m.backend_choice.uses_plan(device_type, spec, grad, seq_len)
+               for m in module.modules() if isinstance(m, Attention))

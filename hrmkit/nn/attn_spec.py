@@ -8,7 +8,7 @@ kernel calls (block-diagonal varlen calls, a FlexAttention block mask, or a dens
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ class AttnSpec:
 
     ``position_ids`` (``[B, T]``) feed RoPE; packed samples restart at 0. ``None`` means ``arange(T)`` for every row.
     ``max_seqlen`` is an optional host-side hint (longest document) so GPU varlen kernels need no device sync.
+    ``plan`` is the host-side varlen plan of this spec (a :class:`hrmkit.nn.backends.packing.VarlenPlan`), built
+    once per batch outside any compiled region by :func:`hrmkit.nn.backends.packing.with_plan`; backends that run
+    block-diagonal kernels (``varlen``, ``xformers``) read it instead of planning (a host sync) themselves.
     """
 
     kind: AttnKind = "bidirectional"
@@ -38,6 +41,7 @@ class AttnSpec:
     prefix_lens: Tensor | None = None
     position_ids: Tensor | None = None
     max_seqlen: int | None = None
+    plan: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in ATTN_KINDS:
@@ -65,7 +69,8 @@ class AttnSpec:
     def to(self, device: torch.device | str) -> AttnSpec:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, cu_seqlens=move(self.cu_seqlens), prefix_lens=move(self.prefix_lens),
-                       position_ids=move(self.position_ids))
+                       position_ids=move(self.position_ids),
+                       plan=None if self.plan is None else self.plan.to(torch.device(device)))
 
 
 def positions_from_cu_seqlens(cu_seqlens: Tensor, seq_len: int) -> Tensor:

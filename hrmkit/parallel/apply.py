@@ -1,8 +1,9 @@
-"""The one function that shards and compiles a task's model: called from the tasks' ``configure_model``.
+"""The one function that shards or compiles a task's model: called from the tasks' ``configure_model``.
 
-Order matters and follows Lightning's and torchtitan's rule ``compile(shard(model))``: FSDP2 ``fully_shard`` goes on
-every Transformer block first, then on each top-level child of the task that still owns parameters (embedding,
-LM head, the core's own parameters, halting head); ``torch.compile`` comes last.
+FSDP2 ``fully_shard`` goes on every Transformer block first, then on each top-level child of the task that still
+owns parameters (embedding, LM head, the core's own parameters, halting head). ``torch.compile`` is applied without
+sharding only (DDP, one process): under FSDP2 the compiled code read parameters FSDP2 had since swapped (a ~1e-3
+drift on 2 processes), so a plan asking for both is refused with the alternatives named.
 
 Why not ``fully_shard`` the LightningModule itself (the usual "root" wrap): FSDP2 gathers parameters in
 ``forward`` hooks, and :class:`~hrmkit.tasks.PuzzleTask` reaches its embeddings and heads through other methods, so
@@ -19,13 +20,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
+from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.block import TransformerBlock
 from hrmkit.parallel.plan import ParallelPlan
 
 _DONE = "_hrmkit_parallelized"
+FSDP2_COMPILE_REFUSED = (
+    "torch.compile under FSDP2 (strategy hrmkit_fsdp2_compiled, or FSDP2 with compile: true) is refused: compiled "
+    "code reads parameters FSDP2 has since swapped, so the loss drifts (~1e-3 from the second step on 2 processes; "
+    "docs/scaling.md, Known gaps). Use `strategy: hrmkit_fsdp2` (FSDP2 without compile) for a model that needs "
+    "sharding, or `strategy: hrmkit_ddp_compiled` (DDP + compiled core) for one that fits on each GPU")
 DEFAULT_FSDP2_PLAN = ParallelPlan(shard=True, param_dtype=None, reduce_dtype=torch.float32)
 
 
@@ -47,14 +53,12 @@ def parallelize(task: nn.Module) -> None:
     plan = plan_for(getattr(getattr(task, "_trainer", None), "strategy", None))
     if plan is None:
         return
+    if plan.shard and plan.compile:
+        raise HrmkitInputError(FSDP2_COMPILE_REFUSED)
     if plan.shard:
         shard(task, task.device_mesh["data_parallel"], plan)
     if plan.compile:
-        if plan.shard:
-            rank_zero_warn("hrmkit: torch.compile under FSDP2 is not yet verified exact (on 2 CPU processes the loss "
-                           "drifts by ~1e-3 from the second step; see docs/scaling.md); prefer DDP + compile, or "
-                           "FSDP2 without compile, until it is")
-        compile_core(task.core, per_block=plan.shard, **plan.compile_kwargs)
+        compile_core(task.core, **plan.compile_kwargs)
     setattr(task, _DONE, True)
 
 

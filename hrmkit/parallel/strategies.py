@@ -18,6 +18,9 @@ invariant to that scale.)
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,13 @@ from typing import Any
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, StrategyRegistry
 
+from hrmkit.checkpointing import check_checkpoint
+from hrmkit.errors import CheckpointError, HrmkitInputError
+from hrmkit.parallel.apply import FSDP2_COMPILE_REFUSED
 from hrmkit.parallel.plan import ParallelPlan, parse_dtype
-from hrmkit.parallel.sharded_ema import load_sharded_ema, pop_sharded_ema, save_sharded_ema
+from hrmkit.parallel.sharded_ema import load_sharded_ema, pop_sharded_ema, restore_full_ema, save_sharded_ema
 from hrmkit.parallel.sharded_load import is_sharded_checkpoint, load_sharded
+from hrmkit.sharded_checkpoints import remove_stale_temps, replace_directory, temp_name, write_completion_marker
 
 
 class DDP(DDPStrategy):
@@ -60,8 +67,10 @@ class FSDP2(ModelParallelStrategy):
             state stay fp32. None keeps fp32.
         reduce_dtype: dtype of the gradient reduce-scatter (HRM-Text: ``float32``).
         reshard_after_forward: see :class:`~hrmkit.parallel.plan.ParallelPlan` (False for recursive cores).
-        compile: ``torch.compile`` each Transformer block after sharding.
-        compile_kwargs: extra ``torch.compile`` arguments.
+        compile: refused (a :class:`~hrmkit.errors.HrmkitInputError` naming the alternatives): compiled code under
+            FSDP2 reads stale parameters (docs/scaling.md, *Known gaps*). Kept as an argument so that a recipe
+            asking for it gets that message instead of an unknown-argument error.
+        compile_kwargs: unused while ``compile`` is refused.
         save_distributed_checkpoint: True: one shard per rank (DCP directory), resumable on the same world size;
             False: gather a single file on rank 0.
         process_group_backend: ``nccl`` on GPUs, ``gloo`` on CPUs (None: Lightning picks).
@@ -72,6 +81,8 @@ class FSDP2(ModelParallelStrategy):
                  reshard_after_forward: bool = False, compile: bool = False,
                  compile_kwargs: dict[str, Any] | None = None, save_distributed_checkpoint: bool = True,
                  process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout) -> None:
+        if compile:
+            raise HrmkitInputError(FSDP2_COMPILE_REFUSED)
         super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
                          save_distributed_checkpoint=save_distributed_checkpoint,
                          process_group_backend=process_group_backend, timeout=timeout)
@@ -112,19 +123,63 @@ class FSDP2(ModelParallelStrategy):
         reshard(self.model)
         return out
 
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The sharded state dict on every rank, also for ``save_distributed_checkpoint=False`` (Lightning's would
+        be empty on ranks > 0, where callbacks such as EMA then cannot find the parameters by name); the single
+        file's full tensors are gathered in :meth:`save_checkpoint`, on every rank in the same order."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.model)
+
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        """Lightning's DCP save, plus the EMA callback's second parameter set sharded alongside."""
-        other = pop_sharded_ema(checkpoint, self._save_distributed_checkpoint)
-        super().save_checkpoint(checkpoint, filepath, storage_options)
+        """Sharded: every rank writes its shards (and the EMA's second parameter set) into a hidden temporary
+        directory; rank 0 then writes the completion marker and renames the directory into place, so a checkpoint
+        under its final name is always complete. Single file: gathered to rank 0 and written by the CheckpointIO."""
+        other = pop_sharded_ema(checkpoint, self._save_distributed_checkpoint, keep=self.is_global_zero)
+        if not self._save_distributed_checkpoint:
+            super().save_checkpoint(checkpoint, filepath, storage_options)
+            return
+        path = Path(self.broadcast(filepath))
+        tmp = temp_name(path, self.broadcast(f"{os.getpid()}-{secrets.token_hex(4)}"))
+        if self.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(path.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.barrier("hrmkit.sharded_save.begin")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
         if other is not None:
-            save_sharded_ema(other, Path(self.broadcast(filepath)))
+            save_sharded_ema(other, tmp)
+        self.barrier("hrmkit.sharded_save.written")
+        problem = None
+        if self.is_global_zero:  # its failure (a full disk) is every rank's: shared, so no rank waits forever
+            try:
+                write_completion_marker(tmp)
+                replace_directory(tmp, path)
+            except (OSError, CheckpointError) as e:
+                problem = f"{path}: the sharded checkpoint could not be completed ({type(e).__name__}: {e})"
+        problem = self.broadcast(problem)
+        if problem is not None:
+            raise CheckpointError(problem)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
-        """DCP load of the model and optimizers in place (parameters saved without optimizer state keep none), plus
-        the sharded EMA set; single-file checkpoints go through Lightning's loader."""
+        """Check the checkpoint first (rank 0, result shared: a torn file or an incomplete sharded directory is one
+        ``CheckpointError`` on every rank), then: DCP load of the model and optimizers in place (parameters saved
+        without optimizer state keep none) plus the sharded EMA set; single files through Lightning's loader, with
+        the EMA set sharded again."""
         path = Path(self.broadcast(checkpoint_path))
+        problem = None
+        if self.is_global_zero:
+            try:
+                check_checkpoint(path)
+            except CheckpointError as e:
+                problem = str(e)
+        problem = self.broadcast(problem)
+        if problem is not None:
+            raise CheckpointError(problem)
         if not is_sharded_checkpoint(path):
-            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+            checkpoint = super().load_checkpoint(path, weights_only=weights_only)
+            restore_full_ema(checkpoint, self.lightning_module)
+            return checkpoint
         checkpoint = load_sharded(path, self.model, list(self.optimizers), strict=self.lightning_module.strict_loading,
                                   weights_only=weights_only)
         load_sharded_ema(checkpoint, path, self.lightning_module)
@@ -144,7 +199,8 @@ PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
     "hrmkit_ddp": (DDP, {}, "DDP, buffers not broadcast (symbolic tasks)"),
     "hrmkit_ddp_compiled": (DDP, {"compile": True}, "DDP with a torch.compile'd core"),
     "hrmkit_fsdp2": (FSDP2, {}, "FSDP2 per block + children, bf16 params, fp32 reduce, DCP checkpoints"),
-    "hrmkit_fsdp2_compiled": (FSDP2, {"compile": True}, "hrmkit_fsdp2 with torch.compile per block"),
+    "hrmkit_fsdp2_compiled": (FSDP2, {"compile": True}, "refused with the alternatives named: compiled FSDP2 reads "
+                              "stale parameters (use hrmkit_fsdp2 or hrmkit_ddp_compiled)"),
     "hrmkit_fsdp2_fp32": (FSDP2, {"param_dtype": None}, "FSDP2 in fp32 (CPU tests, debugging)"),
 }
 

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.cores.flops import core_flops_per_token, core_forward_flops_per_token
 from hrmkit.distributed import gather_per_rank, pick_rank
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
@@ -28,6 +30,7 @@ from hrmkit.optim.schedules import warmup_cosine
 from hrmkit.parallel import parallelize
 from hrmkit.registry import TASKS
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
+from hrmkit.tasks.judges import Judge, judge_for
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
@@ -138,6 +141,7 @@ class PuzzleTask(L.LightningModule):
         self.val_q_halt_acc = TaggedMean(num_tags)
         self.val_exact_acc_any = TaggedMean(num_tags)  # with num_samples > 1: some trajectory solved it
         self.val_exact_acc_single = TaggedMean(num_tags)  # with num_samples > 1: the first trajectory alone
+        self.val_exact_acc_judge = TaggedMean(num_tags)  # datasets with a judge (maze): any correct answer counts
 
     def _build_io(self, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
         """Token embedding, puzzle-embedding table and LM head: the parts whose sizes come from the dataset."""
@@ -156,6 +160,7 @@ class PuzzleTask(L.LightningModule):
         self._configure_io()
         configure_init(self)
         parallelize(self)
+        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
@@ -284,23 +289,45 @@ class PuzzleTask(L.LightningModule):
                          "seq_correct": seq_correct, "target_q_continue": target_q_cont}
         with torch.no_grad():
             done = halted & (counts > 0)
-            n = done.sum().clamp_min(1)
-            tok_acc = (correct.sum(-1).float() / counts.clamp_min(1)).masked_fill(~done, 0).sum() / n
             self.log_dict({
                 "train/loss": loss.detach().float(),
                 "train/lm_loss": (lm_loss.detach() / b).float(),
                 "train/q_halt_loss": q_halt_loss.detach() / b,
-                "train/token_acc": tok_acc,
-                "train/exact_acc": (seq_correct & done).sum() / n,
-                "train/q_halt_acc": (((q_halt >= 0) == seq_correct) & done).sum() / n,
-                "train/segments": (steps * done).sum() / n,
                 "train/halted_frac": done.float().mean(),
             }, prog_bar=False, on_step=True, on_epoch=False)
-            self.log("train/exact", (seq_correct & done).sum() / n, prog_bar=True, on_step=True, on_epoch=False)
+            self._accumulate_halted(done, correct.sum(-1).float() / counts.clamp_min(1), seq_correct,
+                                    (q_halt >= 0) == seq_correct, steps)
             if aux_losses:
                 self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
                               on_epoch=False)
         return loss
+
+    def _accumulate_halted(self, done: Tensor, token_acc: Tensor, exact: Tensor, q_halt_correct: Tensor,
+                           steps: Tensor) -> None:
+        """Add this step's halted sequences to the sums behind the halted-only training metrics (no host sync)."""
+        d = done.float()
+        step_sums = torch.stack([d.sum(), (token_acc * d).sum(), (exact.float() * d).sum(),
+                                 (q_halt_correct.float() * d).sum(), (steps.float() * d).sum()])
+        sums = getattr(self, "_halted_sums", None)
+        self._halted_sums = step_sums if sums is None or sums.device != step_sums.device else sums + step_sums
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """On the steps the trainer writes a row: accuracy, halting accuracy and segments of the sequences that
+        halted since the last row. A row with no halted sequence leaves them out rather than logging a false 0
+        (runs the Timer stops mid-interval, early steps before any sequence halts)."""
+        sums = getattr(self, "_halted_sums", None)
+        # Lightning's own "this step writes a row" test (log_every_n_steps, or should_stop set by a callback such as
+        # the Timer before this hook runs); there is no public equivalent in lightning 2.6.
+        if sums is None or not self.trainer._logger_connector.should_update_logs:
+            return
+        self._halted_sums = None
+        count = float(sums[0])  # the one host sync, on logging steps only
+        if count == 0:
+            return
+        means = sums[1:] / count
+        self.log_dict({"train/token_acc": means[0], "train/exact_acc": means[1], "train/q_halt_acc": means[2],
+                       "train/segments": means[3]}, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("train/exact", means[1], prog_bar=True, on_step=True, on_epoch=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Step the sparse puzzle-embedding optimizer with the same gradients the main optimizer is about to use."""
@@ -331,6 +358,10 @@ class PuzzleTask(L.LightningModule):
             self._emb_sched = torch.optim.lr_scheduler.LambdaLR(self._emb_opt, schedule)
         sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
         return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers this task steps itself, beside Lightning's (for ``hrmkit.callbacks.LearningRates``)."""
+        return {} if self._emb_opt is None else {"puzzle_emb": self._emb_opt}
 
     def _exploration_rng(self) -> torch.Generator:
         """The task's own (CPU) generator for ACT exploration, seeded once from the global one: unlike the global
@@ -406,7 +437,8 @@ class PuzzleTask(L.LightningModule):
         correct = mask & (pred == labels)
         seq_correct = (correct.sum(-1) == counts) & (counts > 0)
         halted_correct = ((mask & (halted_pred == labels)).sum(-1) == counts) & (counts > 0)
-        result = {"pred": pred, "token_acc": correct.sum(-1).float() / counts.clamp_min(1), "exact": seq_correct,
+        result = {"pred": pred, "pred_halted": halted_pred,
+                  "token_acc": correct.sum(-1).float() / counts.clamp_min(1), "exact": seq_correct,
                   "exact_halted": halted_correct, "segments_halted": halted_at, "q_halt": q_halt,
                   "q_halt_correct": (q_halt >= 0) == seq_correct}
         if samples is not None:
@@ -426,6 +458,9 @@ class PuzzleTask(L.LightningModule):
         if "samples" in r:
             self.val_exact_acc_any.update(r["exact_any"], valid, tag)
             self.val_exact_acc_single.update(r["exact_single"], valid, tag)
+        judged = self._judged(batch["inputs"], r["pred"])
+        if judged is not None:
+            self.val_exact_acc_judge.update(judged, valid, tag)
 
     def on_validation_epoch_end(self) -> None:
         metrics = {"val/exact_acc": self.val_exact_acc, "val/token_acc": self.val_token_acc,
@@ -434,12 +469,14 @@ class PuzzleTask(L.LightningModule):
         if self.hparams.num_samples > 1:
             metrics.update({"val/exact_acc_any": self.val_exact_acc_any,
                             "val/exact_acc_single": self.val_exact_acc_single})
+        if self._judge() is not None:
+            metrics["val/exact_acc_judge"] = self.val_exact_acc_judge
         values = {name: m.compute() for name, m in metrics.items()}
         per_tag = self.val_exact_acc.per_tag()
         names = self._tag_names()
         for i, v in enumerate(per_tag.tolist()):
             if not math.isnan(v):
-                values[f"val/exact_acc/{names[i] if i < len(names) else i}"] = torch.tensor(v)
+                values[f"val/exact_acc_by_tag/{names[i] if i < len(names) else i}"] = torch.tensor(v)
         self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=False)
         self.log("val/exact", values["val/exact_acc"].float(), prog_bar=True)
         for m in metrics.values():
@@ -454,3 +491,52 @@ class PuzzleTask(L.LightningModule):
 
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
+
+    # -- judge and prediction -------------------------------------------------------------------------------------
+    def _judge(self) -> Judge | None:
+        """The dataset's answer judge (``metadata.task``, see :mod:`hrmkit.tasks.judges`), or None."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return judge_for(getattr(getattr(dm, "metadata", None), "task", None))
+
+    def _judged(self, inputs: Tensor, pred: Tensor) -> Tensor | None:
+        """The judge's verdict ``[B]`` on each predicted grid, or None when the dataset has no judge."""
+        judge = self._judge()
+        if judge is None:
+            return None
+        verdict = judge(inputs.detach().cpu().numpy(), pred.detach().cpu().numpy())
+        return torch.from_numpy(verdict).to(pred.device)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Per example: the predicted grid after ``eval_segments``, the grid at the first segment the halting head
+        asked to stop (``halted_segment``) and that segment's prediction, the final q_halt logit, exactness
+        against the label, and the judge's verdict where the dataset has one (maze: any shortest path)."""
+        if "labels" not in batch:
+            batch = {**batch, "labels": torch.full_like(batch["inputs"], IGNORE)}
+        if "puzzle_identifiers" not in batch:
+            batch = {**batch, "puzzle_identifiers": torch.zeros_like(batch["inputs"][:, 0])}
+        r = self._evaluate(batch)
+        tag = batch.get("tag", torch.zeros_like(batch["puzzle_identifiers"]))
+        out = {"inputs": batch["inputs"], "labels": batch["labels"], "pred": r["pred"],
+               "halted_segment": r["segments_halted"], "pred_halted": r["pred_halted"], "q_halt": r["q_halt"],
+               "exact": r["exact"], "puzzle_identifier": batch["puzzle_identifiers"], "tag": tag}
+        judged = self._judged(batch["inputs"], r["pred"])
+        if judged is not None:
+            out["judge"] = judged
+        if "valid" in batch:
+            out["valid"] = batch["valid"]
+        return out
+
+    # -- summary --------------------------------------------------------------------------------------------------
+    def flops_summary(self) -> str | None:
+        """Training FLOPs per sample of one step (one ACT segment), App. A count: the core's forward and backward
+        over the grid and prefix positions, plus the no-grad bootstrap pass of ``halting="hrm"``."""
+        if self.hparams.get("seq_len") is None:
+            return None
+        tokens = self.hparams.seq_len + self.prefix_len
+        per_token = core_flops_per_token(self.core)
+        bootstrap = self.hparams.halting == "hrm" and self.hparams.halt_max_steps > 1
+        if bootstrap:
+            per_token += core_forward_flops_per_token(self.core)
+        note = " incl. the Q-target pass" if bootstrap else ""
+        return (f"{format_flops(per_token * tokens)} per sample per segment ({tokens} positions{note}; App. A: "
+                "heads and attention scores not counted)")

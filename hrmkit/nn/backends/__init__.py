@@ -6,6 +6,8 @@ Built-ins (``sdpa``, ``flex``, ``varlen``, ``xformers``) register on import; thi
 
 from hrmkit.nn.backends import flex, sdpa, varlen, xformers_backend  # noqa: F401  (registers the built-ins)
 from hrmkit.nn.backends.base import ATTENTION, AttentionBackend, BackendUnavailable, get_backend
-from hrmkit.nn.backends.selection import attend, select_backend
+from hrmkit.nn.backends.packing import with_plan
+from hrmkit.nn.backends.selection import BackendChoice, attend, select_backend
 
-__all__ = ["ATTENTION", "AttentionBackend", "BackendUnavailable", "attend", "get_backend", "select_backend"]
+__all__ = ["ATTENTION", "AttentionBackend", "BackendChoice", "BackendUnavailable", "attend", "get_backend",
+           "select_backend", "with_plan"]

@@ -28,7 +28,10 @@ class AttentionBackend(ABC):
     """
 
     name: ClassVar[str] = ""
+    uses_plan: ClassVar[bool] = False  # reads ``spec.plan`` (block-diagonal calls), so callers should plan outside
 
+    # Environment facts (is the kernel importable, which arguments does it take) are probed once, in ``__init__``:
+    # these methods run inside compiled regions, where an import or a signature probe would break the graph.
     def unavailable_reason(self, device_type: str, spec: AttnSpec, needs_grad: bool, q_len: int,
                            kv_len: int) -> str | None:
         """Why this backend cannot serve such a call (a sentence that names an alternative), or ``None``."""
@@ -62,6 +65,12 @@ def get_backend(name: str) -> AttentionBackend:
     if type(inst) is not cls:
         inst = _INSTANCES[name] = cls()
     return inst
+
+
+def device_type(t: Tensor) -> str:
+    """The device type a backend branches on. The single place backends ask, so tests take the CUDA branches' Python
+    on CPU tensors by patching this function."""
+    return t.device.type
 
 
 def grad_needed(q: Tensor, k: Tensor, v: Tensor) -> bool:

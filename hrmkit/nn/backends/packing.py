@@ -10,13 +10,14 @@ no log-sum-exp merge is needed. Empty segments are dropped from every call, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 
 import torch
 from torch import Tensor
 
 from hrmkit.nn.attn_spec import AttnSpec
+from hrmkit.nn.backends.base import SpecCache
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,14 +31,14 @@ class VarlenCall:
     kv_index: Tensor | None = None  # rows of k/v taken as keys; None = all rows in order
     cu_q: Tensor | None = None  # int32 cumulative lengths, filled by VarlenPlan.to
     cu_k: Tensor | None = None
+    # Stored, not derived on access: under torch.compile reading two ints guards on two ints, whereas max() over
+    # the length tuples would guard on every document length of the batch.
+    max_q: int = field(init=False)
+    max_k: int = field(init=False)
 
-    @property
-    def max_q(self) -> int:
-        return max(self.q_lens)
-
-    @property
-    def max_k(self) -> int:
-        return max(self.kv_lens)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_q", max(self.q_lens))
+        object.__setattr__(self, "max_k", max(self.kv_lens))
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +56,11 @@ class VarlenPlan:
 
         inverse = None if self.inverse is None else self.inverse.to(device, non_blocking=True)
         return replace(self, calls=tuple(move(c) for c in self.calls), inverse=inverse)
+
+    @property
+    def ready(self) -> bool:
+        """Whether every call has its cumulative lengths (``to`` was called), so the kernels can run it."""
+        return all(c.cu_q is not None and c.cu_k is not None for c in self.calls)
 
 
 def _cumulative(lens: tuple[int, ...], device: torch.device) -> Tensor:
@@ -121,6 +127,34 @@ def plan_for_spec(spec: AttnSpec, batch: int, q_len: int, kv_len: int) -> Varlen
         q_lens, kv_lens = [q_len] * batch, [kv_len] * batch
     prefixes = None if spec.prefix_lens is None else [int(p) for p in spec.prefix_lens.reshape(-1).tolist()]
     return plan_calls(spec.kind, q_lens, kv_lens, prefixes)
+
+
+def with_plan(spec: AttnSpec, batch: int, seq_len: int, device: torch.device | str | None = None) -> AttnSpec:
+    """``spec`` carrying its varlen plan, moved to ``device`` (default: where ``cu_seqlens``/``prefix_lens`` live).
+
+    Call it once per batch outside any compiled region (``TextTask.attn_spec`` does): planning reads the document
+    lengths on the host, which is a device sync on a GPU and a graph break under ``torch.compile``. Backends that use
+    plans (``varlen``, ``xformers``) then only read ``spec.plan``.
+    """
+    if device is None:
+        source = spec.cu_seqlens if spec.cu_seqlens is not None else spec.prefix_lens
+        device = source.device if source is not None else torch.device("cpu")
+    return replace(spec, plan=plan_for_spec(spec, batch, seq_len, seq_len).to(torch.device(device)))
+
+
+def spec_plan(spec: AttnSpec, cache: SpecCache, q: Tensor, kv_len: int) -> VarlenPlan:
+    """The plan a block-diagonal backend runs: ``spec.plan`` when the caller planned outside (no host read here),
+    else one built now and cached per spec object (a host sync; under torch.compile, a graph break)."""
+    batch, q_len = q.shape[0], q.shape[1]
+    if spec.plan is not None:
+        if not torch.compiler.is_compiling():
+            rows = sum(sum(c.q_lens) for c in spec.plan.calls)
+            if rows != batch * q_len or not spec.plan.ready:
+                raise ValueError(f"AttnSpec.plan covers {rows} query rows (ready={spec.plan.ready}), but this call "
+                                 f"has {batch} x {q_len}; build it with with_plan(spec, {batch}, {q_len}, device)")
+        return spec.plan
+    build = lambda: plan_for_spec(spec, batch, q_len, kv_len).to(q.device)
+    return cache.get(spec, (batch, q_len, kv_len, q.device), build)
 
 
 def gather(q: Tensor, k: Tensor, v: Tensor, call: VarlenCall) -> tuple[Tensor, Tensor, Tensor]:
