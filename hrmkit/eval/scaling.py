@@ -29,13 +29,11 @@ from torch import Tensor
 
 from hrmkit.cores.flops import core_forward_flops_per_token
 from hrmkit.eval.arc import ArcVoter
+from hrmkit.tasks.judges import Judge, judge_for  # judge(inputs [B, L], preds [B, L]) -> bool [B]
 from hrmkit.tasks.losses import IGNORE
 from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.tasks.voting import VOTE_RULES, vote
 
-#: ``judge(inputs [B, L], predictions [B, L]) -> bool [B]`` on numpy token arrays: accepts every correct answer, not
-#: only the labelled one (a maze's other shortest paths).
-Judge = Callable[[np.ndarray, np.ndarray], np.ndarray]
 DEFAULT_SEGMENTS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 DEFAULT_SAMPLES: tuple[int, ...] = (1, 2, 4, 8, 16)
 #: Per-example metrics of every setting, in table order (``*_any`` / ``*_single`` only with N > 1, ``judge_*`` only
@@ -45,12 +43,8 @@ METRICS: tuple[str, ...] = ("exact_acc", "token_acc", "exact_acc_halted", "segme
 
 
 def dataset_judge(task_name: str | None) -> Judge | None:
-    """The answer judge of a dataset kind (``metadata.task``; maze: any shortest path), where this install has
-    :mod:`hrmkit.tasks.judges`; None: answers are scored against the label only."""
-    try:
-        from hrmkit.tasks.judges import judge_for
-    except ImportError:  # an install without answer judges: exact label match
-        return None
+    """The answer judge of a dataset kind (``metadata.task``; maze: any shortest path, :mod:`hrmkit.tasks.judges`);
+    None: answers are scored against the label only."""
     return judge_for(task_name)
 
 
