@@ -44,8 +44,10 @@ COMMANDS: dict[str, tuple[str | dict[str, str] | None, str]] = {
     "show": ("hrmkit.show:show", "Write PNG pictures of puzzles, with a model's answers if given."),
     "plot": ("hrmkit.plot:plot", "Render loss, accuracy and MagicNorm charts from a run's metrics.csv files."),
     "eval": ({"arc": "hrmkit.eval.arc_runner:evaluate_arc", "text": "hrmkit.eval.text:evaluate_text",
-              "lm-eval": "hrmkit.eval.lm_eval_command:evaluate_lm_eval"},
-             "Task evaluations of checkpoints: arc (voting, pass@k), text (benchmarks), lm-eval (harness tasks)."),
+              "lm-eval": "hrmkit.eval.lm_eval_command:evaluate_lm_eval",
+              "scaling": "hrmkit.eval.scaling_runner:evaluate_scaling"},
+             "Task evaluations of checkpoints: arc (voting, pass@k), text (benchmarks), lm-eval (harness tasks), "
+             "scaling (accuracy against segments / samples / compute)."),
     "generate": ("hrmkit.text_commands:generate_text", "Answer instructions with a text model (checkpoint or export)."),
     "export": ({"hf": "hrmkit.text_commands:export_hf_command"},
                "Export a text model: hf (config, weights, tokenizer, generation config)."),

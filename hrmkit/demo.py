@@ -27,8 +27,12 @@ from hrmkit.cores import build_core
 from hrmkit.data.modules import PuzzleDataModule
 from hrmkit.data.puzzles.format import iter_groups, read_metadata
 from hrmkit.data.puzzles.sudoku import build_sudoku
+from hrmkit.eval.scaling_runner import depth_line, puzzle_scaling
 from hrmkit.tasks.puzzle import PuzzleTask
 from hrmkit.viz import render_sudoku, save_png
+
+#: Segments of the depth curve printed at the end (the model trains with 8).
+DEPTH_CURVE = (1, 2, 4, 8, 16)
 
 
 def fastest_cpu_dtype(size: int = 512, trials: int = 7) -> str:
@@ -155,20 +159,23 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
                         callbacks=[EMA(0.995), printer, ckpt, TimeBudgetProgressBar(leave=False)], log_every_n_steps=50)
     start = time.perf_counter()
     trainer.fit(model, data)
-    metrics = trainer.validate(model, data, verbose=False)[0]
     elapsed = (time.perf_counter() - start) / 60
+    ema = next(cb for cb in trainer.callbacks if isinstance(cb, EMA))
+    ema.ema.copy_to(model)  # evaluate and show the EMA weights
+    # One pass over the held-out puzzles gives the table (8 segments, equal to `hrmkit validate`) and the depth curve.
+    curve = puzzle_scaling(model, str(data_dir), segments=DEPTH_CURVE, batch_size=250,
+                           progress="evaluating held-out puzzles")
+    final = next(r for r in curve["rows"] if r["segments"] == model.eval_segments and r["samples"] == 1)
 
     table = Table(title=f"held-out Sudoku after {trainer.global_step} steps ({elapsed:.1f} min, EMA weights)")
-    for col in ("difficulty", "givens", "puzzles", "exact (fixed 8 segments)"):
+    for col in ("difficulty", "givens", "puzzles", f"exact (fixed {model.eval_segments} segments)"):
         table.add_column(col, justify="right")
     givens = {"easy": "40", "medium": "30", "hard": "~24 (minimal)"}
     for t in tags:
-        table.add_row(t, givens.get(t, "?"), f"{test_size}", f"{metrics[f'val/exact_acc_by_tag/{t}']:.1%}")
+        table.add_row(t, givens.get(t, "?"), f"{test_size}", f"{final['per_tag'][t]['exact_acc']:.1%}")
     console.print(table)
 
     examples = _examples(str(data_dir), 1)
-    ema = next(cb for cb in trainer.callbacks if isinstance(cb, EMA))
-    ema.ema.copy_to(model)  # show the weights that were evaluated
     model.eval()
     as_digits = lambda a: np.where(a >= 2, a - 1, 0)  # noqa: E731  (tokens: 1 = blank, 2..10 = digits 1..9)
     boards, images = Table(box=None, padding=(0, 2)), []
@@ -186,4 +193,9 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
     console.print(boards)
     console.print(f"[dim]givens in white; cells the model filled: green = right, red = wrong. Pictures: "
                   f"{out}/solved-*.png; last checkpoint: {out}/checkpoints/last.ckpt[/]")
-    return {"steps": trainer.global_step, "minutes": elapsed, **{k: float(v) for k, v in metrics.items()}}
+    console.print(f"thinking longer (held-out, all levels): {depth_line(curve, DEPTH_CURVE)}  [dim](trained with "
+                  f"{model.eval_segments}; full curves: hrmkit eval scaling --checkpoint {out}/checkpoints/last.ckpt "
+                  f"--data_dir {data_dir})[/]")
+    return {"steps": trainer.global_step, "minutes": elapsed, "exact_acc": final["exact_acc"],
+            **{f"exact_acc/{t}": final["per_tag"][t]["exact_acc"] for t in tags},
+            **{f"depth/{r['segments']}": r["exact_acc"] for r in curve["rows"]}}

@@ -193,13 +193,17 @@ def _number(cell: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------------- drawing
-def render_chart(series: Series, title: str, x_label: str = "step", log_y: bool | None = False):
+def render_chart(series: Series, title: str, x_label: str = "step", log_y: bool | None = False,
+                 log_x: int | None = None):
     """A ``PIL.Image`` line chart of ``name → [(x, y)]`` with axes, ticks, grid and legend.
 
-    ``log_y=None`` picks a log scale when every value is positive and they span more than 100x.
+    ``log_y=None`` picks a log scale when every value is positive and they span more than 100x. ``log_x`` (a base,
+    e.g. 2 for segment counts, 10 for FLOPs) puts x on that log scale, ticked at the base's whole powers.
     """
     Image, ImageDraw = _pil()
     shown = dict(list(series.items())[:MAX_SERIES])
+    if log_x:
+        shown = {k: [(math.log(x, log_x), y) for x, y in pts if x > 0] for k, pts in shown.items()}
     points = [p for pts in shown.values() for p in pts]
     if log_y is None:
         ys = [y for _, y in points]
@@ -220,8 +224,11 @@ def render_chart(series: Series, title: str, x_label: str = "step", log_y: bool 
     pad = 0.05 * (y1 - y0)  # keep flat series off the frame
     y0, y1 = y0 - pad, y1 + pad
     x_ticks = [t for t in nice_ticks(x0, x1) if x0 <= t <= x1]
-    if all(float(x).is_integer() for x, _ in points):  # steps: no fractional ticks
-        x_ticks = [t for t in x_ticks if float(t).is_integer()]
+    whole = [t for t in x_ticks if float(t).is_integer()]
+    if log_x:  # whole powers of the base where the span has two of them
+        x_ticks = whole if len(whole) >= 2 else x_ticks
+    elif all(float(x).is_integer() for x, _ in points):  # steps: no fractional ticks
+        x_ticks = whole
     if log_y and math.floor(y1) - math.ceil(y0) >= 1:  # whole decades
         y_ticks = [float(t) for t in range(math.ceil(y0), math.floor(y1) + 1)]
     else:
@@ -235,7 +242,7 @@ def render_chart(series: Series, title: str, x_label: str = "step", log_y: bool 
 
     for t in x_ticks:
         draw.line([(px(t), top), (px(t), bottom)], fill=_GRID)
-        label = _fmt(t)
+        label = _fmt(log_x ** t) if log_x else _fmt(t)
         draw.line([(px(t), bottom), (px(t), bottom + 5)], fill=_AXIS)
         draw.text((px(t) - draw.textlength(label, font=small) / 2, bottom + 8), label, fill=_TEXT, font=small)
     for t in y_ticks:
@@ -244,6 +251,7 @@ def render_chart(series: Series, title: str, x_label: str = "step", log_y: bool 
         draw.line([(left - 5, py(t)), (left, py(t))], fill=_AXIS)
         draw.text((left - 8 - draw.textlength(label, font=small), py(t) - 7), label, fill=_TEXT, font=small)
     draw.rectangle([left, top, right, bottom], outline=_AXIS)
+    x_label += " (log scale)" if log_x else ""
     draw.text(((left + right) / 2 - draw.textlength(x_label, font=small) / 2, bottom + 28), x_label, fill=_TEXT,
               font=small)
 
