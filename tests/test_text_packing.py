@@ -48,8 +48,9 @@ def check_contract(batch: dict, samples: list[tuple[np.ndarray, int]], budget: i
         assert sum(x != IGNORE_INDEX for x in labels[a:b]) == len(sample) - max(prefix, 1)
     if padded:
         assert ids[used:] == [pad_id] * (budget - used) and labels[used:] == [IGNORE_INDEX] * (budget - used)
-        assert pos[used:] == list(range(budget - used)) and prefixes[-1] == budget - used
-    assert torch.equal(positions_from_cu_seqlens(batch["cu_seqlens"].long(), budget), batch["position_ids"][0])
+        assert pos[used:] == [0] * (budget - used) and prefixes[-1] == budget - used  # no position: no text
+    assert torch.equal(positions_from_cu_seqlens(batch["cu_seqlens"].long(), budget)[:used],
+                       batch["position_ids"][0, :used])
 
 
 def _sample(n: int, prefix: int, base: int = 100) -> tuple[np.ndarray, int]:
@@ -62,7 +63,7 @@ def test_pack_batch_hand_checked_example():
     batch = pack_batch([a, b], 10, pad_id=7)
     assert batch["input_ids"][0].tolist() == [10, 11, 12, 13, 14, 20, 21, 22, 7, 7]
     assert batch["labels"][0].tolist() == [-100, -100, 13, 14, -100, 21, 22, -100, -100, -100]
-    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1]
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 0]
     assert batch["cu_seqlens"].tolist() == [0, 5, 8, 10] and batch["prefix_lens"].tolist() == [3, 1, 2]
     assert batch["num_samples"] == 2
     check_contract(batch, [a, b], 10, pad_id=7)
@@ -84,6 +85,16 @@ def test_prefix_zero_is_plain_causal_and_empty_batch_is_all_padding():
     empty = pack_batch([], 4, PAD)
     assert empty["cu_seqlens"].tolist() == [0, 4] and empty["prefix_lens"].tolist() == [4]
     assert empty["num_samples"] == 0 and (empty["labels"] == IGNORE_INDEX).all()
+
+
+def test_padding_positions_never_pass_the_longest_sample():
+    """Issue #13 item 1: a mostly empty row (the last validation batch) once numbered its padding tail 0..T-1,
+    past any RoPE table shorter than tokens_per_batch; positions must stay below the longest sample, whatever T."""
+    s = [_sample(20, 5), _sample(7, 2, 300)]
+    batch = pack_batch(s, 4096, PAD)
+    assert int(batch["position_ids"].max()) == 19
+    assert int(pack_batch([], 4096, PAD)["position_ids"].max()) == 0
+    check_contract(batch, s, 4096)
 
 
 def test_random_batches_follow_the_contract():

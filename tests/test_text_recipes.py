@@ -7,6 +7,7 @@ import pytest
 
 from hrmkit.cli import main
 from hrmkit.data.text import build_text
+from hrmkit.data.text.format import read_text_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_NAMES = {"text-hrm-B", "text-hrm-L-8xH100", "text-hrm-XL-16xH100", "sft-hrm-XL", "text-transformer-1B",
@@ -75,3 +76,28 @@ def test_tiny_text_twin_trains(recipe, tiny_text, tmp_path, monkeypatch):
     main(["fit", "-c", str(recipe), "--data.init_args.data_dir", str(tiny_text), "--trainer.enable_model_summary",
           "false"])
     assert list(tmp_path.rglob("*.ckpt")), "the run should leave a checkpoint"
+
+
+@pytest.mark.parametrize("recipe", ["text-hrm-B", "text-hrm-XL-16xH100"])  # stream and multipack packing
+def test_padding_tail_positions_stay_inside_a_short_rope_table(recipe, tiny_text, tmp_path, monkeypatch):
+    """Issue #13 item 1: with max_seq_len below tokens_per_batch (every shipped text recipe) the padding tail of a
+    packed row used to count positions up to tokens_per_batch - 1, past the RoPE table, at the first validation."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(ROOT / "recipes/tiny" / f"{recipe}.yaml"), "--data.init_args.data_dir", str(tiny_text),
+          "--model.init_args.core.init_args.max_seq_len", "64", "--data.init_args.tokens_per_batch", "256",
+          "--trainer.enable_model_summary", "false", "--trainer.logger", "false"])
+    assert list(tmp_path.rglob("*.ckpt")), "the run should leave a checkpoint"
+
+
+def test_a_document_longer_than_the_core_max_seq_len_is_refused_before_training(tiny_text, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(ROOT / "recipes/tiny/text-hrm-B.yaml"), "--data.init_args.data_dir", str(tiny_text),
+              "--model.init_args.core.init_args.max_seq_len", "8", "--trainer.enable_model_summary", "false",
+              "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    longest = max(s.max_sample_len for s in read_text_metadata(tiny_text).splits.values())
+    assert "hrmkit: error:" in err and "max_seq_len" in err and " 8" in err and str(longest) in err, err
+    assert not list(tmp_path.rglob("*.ckpt")), "nothing may train"

@@ -32,6 +32,7 @@ from torchmetrics import Metric
 from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
 from hrmkit.cores.flops import core_flops_per_token
+from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.attention import plan_wanted
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.backends import with_plan
@@ -146,9 +147,20 @@ class TextTask(L.LightningModule):
         elif data_vocab is not None and int(data_vocab) > self.hparams.vocab_size:
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
+        self._check_core_length(getattr(dm, "longest_sample", None), getattr(dm, "data_dir", "the dataset"))
         configure_init(self)
         parallelize(self, compile=self.hparams.compile)  # FSDP2 sharding / torch.compile (hrmkit.parallel)
         use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
+
+    def _check_core_length(self, longest: int | None, where: str) -> None:
+        """Refuse, before any step, a dataset whose longest document has more tokens than the core's RoPE table
+        holds positions (it would otherwise stop mid-run, at the first batch that holds that document)."""
+        rope = getattr(self.core, "rope", None)
+        if longest is not None and rope is not None and int(longest) > rope.max_seq_len:
+            raise HrmkitInputError(f"{where}: the longest stored document has {int(longest)} tokens but the core's "
+                                   f"max_seq_len is {rope.max_seq_len} (its RoPE table holds positions "
+                                   f"0..{rope.max_seq_len - 1}); set model.init_args.core.init_args.max_seq_len >= "
+                                   f"{int(longest)} or rebuild the dataset with --max_len {rope.max_seq_len}")
 
     # -- model ----------------------------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:

@@ -218,6 +218,11 @@ class TextDataModule(L.LightningDataModule):
         return None if path is None else str(path)
 
     @property
+    def longest_sample(self) -> int:
+        """Tokens of the longest stored sample over every split (a model must hold that many positions)."""
+        return max(s.max_sample_len for s in self.metadata.splits.values())
+
+    @property
     def has_val(self) -> bool:
         return "val" in self.metadata.splits
 
@@ -229,7 +234,7 @@ class TextDataModule(L.LightningDataModule):
             text_split_dir(self.data_dir, "val")
 
     def _check_budget(self) -> None:
-        longest = max(s.max_sample_len for s in self.metadata.splits.values())
+        longest = self.longest_sample
         if longest > self.tokens_per_batch:
             raise ValueError(f"{self.data_dir}: tokens_per_batch {self.tokens_per_batch} is smaller than the longest "
                              f"stored sample ({longest} tokens; max_len {self.metadata.max_len}); raise it")

@@ -4,7 +4,7 @@ The batch contract (what :func:`pack_batch` returns and ``TextDataModule`` yield
 
     input_ids     int64 [1, T]  the samples' tokens back to back; the tail after the last sample is pad_id
     labels        int64 [1, T]  next-token targets, -100 where nothing is predicted (below)
-    position_ids  int64 [1, T]  0, 1, ... restarting at every sample (the padding tail counts from 0 as well)
+    position_ids  int64 [1, T]  0, 1, ... restarting at every sample; 0 all along the padding tail
     cu_seqlens    int32 [n+1]   document boundaries; the padding tail is a last pseudo-document, so [-1] == T
     prefix_lens   int32 [n]     instruction length per document (the padding pseudo-document: its full length)
     num_samples   int           real samples (the padding pseudo-document excluded)
@@ -15,6 +15,11 @@ else -100. Hence every instruction position is -100 *except the last one* (EOQ),
 token; each sample's last position is -100 (nothing follows it within the sample); padding is -100. A sample of
 ``L`` tokens with an instruction of ``P >= 1`` tokens supervises exactly ``L - P`` targets (its response, EOA
 included), as the reference's ``inputs = i || o[:-1]`` layout does; here the final EOA is also fed as an input.
+
+The padding tail carries position 0 throughout: it is no text (never supervised, never seen by a sample), and
+numbering it would run up to ``T - 1``, past the RoPE table of any core whose ``max_seq_len`` is below the token
+budget (every shipped text recipe: 4096 against 12,288-24,576) on the mostly empty last validation batch. So every
+position of a row is below its longest sample, whatever ``T``.
 
 Packing: samples are never split. :class:`StreamPacker` fills one batch at a time from a lookahead window of the
 stream (the oldest waiting sample first, then the longest ones that still fit), and each batch lists its samples
@@ -77,8 +82,7 @@ def pack_batch(samples: Sequence[Any], tokens_per_batch: int, pad_id: int) -> di
         off += n
         cu.append(off)
         prefixes.append(prefix)
-    if off < t:  # the padding tail: its own fully bidirectional pseudo-document
-        positions[off:] = np.arange(t - off)
+    if off < t:  # the padding tail: its own fully bidirectional pseudo-document, at position 0 (module docstring)
         cu.append(t)
         prefixes.append(t - off)
     return {"input_ids": torch.from_numpy(input_ids).unsqueeze(0), "labels": torch.from_numpy(labels).unsqueeze(0),
