@@ -33,7 +33,7 @@ from hrmkit.tasks.act import ACTCarry, exploration_min_steps
 from hrmkit.tasks.judges import Judge, judge_for
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
 from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
-from hrmkit.tasks.step_logging import step_logging
+from hrmkit.tasks.step_logging import log_late_row, stash_late_row, step_logging
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
 from hrmkit.tasks.voting import vote as vote_samples
 from hrmkit.transfer import configure_init
@@ -297,14 +297,12 @@ class PuzzleTask(L.LightningModule):
             # every step: the halted-only metrics average over all sequences halted since the last logged row
             self._accumulate_halted(done, correct.sum(-1).float() / counts.clamp_min(1), seq_correct,
                                     (q_halt >= 0) == seq_correct, steps)
+            row = {"train/loss": loss.detach().float(), "train/lm_loss": (lm_loss.detach() / b).float(),
+                   "train/q_halt_loss": q_halt_loss.detach() / b, "train/halted_frac": done.float().mean()}
             if logging != "all":
+                stash_late_row(self, row)
                 return loss
-            self.log_dict({
-                "train/loss": loss.detach().float(),
-                "train/lm_loss": (lm_loss.detach() / b).float(),
-                "train/q_halt_loss": q_halt_loss.detach() / b,
-                "train/halted_frac": done.float().mean(),
-            }, prog_bar=False, on_step=True, on_epoch=False)
+            self.log_dict(row, prog_bar=False, on_step=True, on_epoch=False)
             if aux_losses:
                 self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
                               on_epoch=False)
@@ -323,6 +321,7 @@ class PuzzleTask(L.LightningModule):
         """On the steps the trainer writes a row: accuracy, halting accuracy and segments of the sequences that
         halted since the last row. A row with no halted sequence leaves them out rather than logging a false 0
         (runs the Timer stops mid-interval, early steps before any sequence halts)."""
+        log_late_row(self)
         sums = getattr(self, "_halted_sums", None)
         # Lightning's own "this step writes a row" test (log_every_n_steps, or should_stop set by a callback such as
         # the Timer before this hook runs); there is no public equivalent in lightning 2.6.

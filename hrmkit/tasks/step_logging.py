@@ -50,3 +50,20 @@ def _watches_training(callback: object) -> bool:
     """A callback with a ``monitor`` on anything but validation/test metrics (e.g. ``train/loss``)."""
     monitor = getattr(callback, "monitor", None)
     return isinstance(monitor, str) and not monitor.startswith(("val/", "val_", "test/", "test_"))
+
+
+def stash_late_row(module: L.LightningModule, values: dict) -> None:
+    """Keep a skipped step's cheap values (detached tensors, no host sync) in case Lightning writes a row for this
+    step after all: a callback that stops the run at batch end (the Timer, a time limit) makes it a logging step only
+    after ``training_step`` has run."""
+    module._late_row = values
+
+
+def log_late_row(module: L.LightningModule) -> None:
+    """Call first in the module's ``on_train_batch_end`` (Lightning runs it after every callback's): log the stashed
+    values when this step writes a row after all. Not synced across ranks (a stop decided on one rank must not wait
+    for a collective on the others): the row carries this rank's values."""
+    values, module._late_row = getattr(module, "_late_row", None), None
+    trainer = module._trainer
+    if values and trainer is not None and trainer._logger_connector.should_update_logs:
+        module.log_dict(values, on_step=True, on_epoch=False)

@@ -44,7 +44,7 @@ from hrmkit.optim.schedules import warmup_constant, warmup_cosine
 from hrmkit.parallel import parallelize
 from hrmkit.registry import TASKS
 from hrmkit.tasks.metrics import fresh_metric_states
-from hrmkit.tasks.step_logging import step_logging
+from hrmkit.tasks.step_logging import log_late_row, stash_late_row, step_logging
 from hrmkit.transfer import configure_init
 
 Objective = Literal["response", "full"]
@@ -276,6 +276,9 @@ class TextTask(L.LightningModule):
     def on_fit_start(self) -> None:
         fresh_metric_states(self)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        log_late_row(self)  # a row Lightning writes after all (a callback stopped the run at this batch)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logging = step_logging(self, batch_idx)  # metrics only on steps whose values somebody reads
         r = self._step(batch, metrics=logging == "all")
@@ -285,6 +288,7 @@ class TextTask(L.LightningModule):
         for value in r["aux"].values():
             loss = loss + value.to(loss.dtype)
         if logging == "none":
+            stash_late_row(self, {"train/loss": loss.detach()})
             return loss
         with torch.no_grad():
             # mean over ranks of Σ CE_r / mean count = the global token mean, whatever the world size
