@@ -53,7 +53,9 @@ def text_depth_curve(task: TextTask, data: str, kind: str, tokenizer: str, cycle
         seen["passes"] += 1
 
     rows = []
-    hook = core.register_forward_pre_hook(count)
+    # Every core pass starts by embedding its tokens, on both generation paths (the static-cache path runs the core's
+    # pieces, not core.forward, so a hook on the core would see nothing); the hook also runs under torch.compile.
+    hook = task.embed_tokens.register_forward_pre_hook(count)
     try:
         for depth in depths:
             setattr(core, attr, depth)
