@@ -34,7 +34,7 @@ def make_batch(samples: list[tuple[list[int], list[int]]], total: int | None = N
     if pad:
         ids += [PAD] * pad
         labels += [IGNORE] * pad
-        pos += list(range(pad))  # the padding pseudo-document counts from 0 too
+        pos += [0] * pad  # the padding pseudo-document sits at position 0 throughout (data/text/packing.py)
         cu.append(total)
         prefix.append(pad)
     return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos]),

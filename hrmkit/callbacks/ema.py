@@ -150,7 +150,7 @@ class EMA(Callback):
     def _scores_raw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         return (self.log_raw and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
                 and self._stored is not None and self._ema is not None and self._ema.num_updates > 0
-                and callable(getattr(pl_module, "headline", None)))
+                and callable(getattr(pl_module, "headline", None)) and not _sharded(pl_module))
 
     @torch.no_grad()
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -250,3 +250,11 @@ class EMA(Callback):
             params = ParameterEMA.parameters(pl_module)
             for name, value in raw_values.items():
                 params[name].copy_(value)
+
+
+def _sharded(module: nn.Module) -> bool:
+    """Whether FSDP2 shards ``module`` (DTensor parameters): the per-batch raw-weight swap of the raw headline metric
+    copies plain tensors, so it is skipped there (the EMA evaluation itself is unaffected)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
