@@ -21,18 +21,7 @@ from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.backends import ATTENTION, base, varlen
 from hrmkit.nn.backends.varlen import VarlenBackend, reference_kernel
 from hrmkit.tasks import TextTask
-from hrmkit.testing.graph_breaks import trace_report
-
-
-class GraphCounter:
-    """A dynamo backend that runs each captured graph as is (no codegen: fast on CPU) and counts the graphs."""
-
-    def __init__(self) -> None:
-        self.graphs = 0
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
-        self.graphs += 1
-        return gm.forward
+from hrmkit.testing.graph_breaks import GraphCounter, trace_report
 
 
 def fake_varlen_attn(query: Tensor, key: Tensor, value: Tensor, cu_seq_q: Tensor, cu_seq_k: Tensor | None,

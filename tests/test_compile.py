@@ -14,17 +14,7 @@ from hrmkit.data.text.packing import pack_batch
 from hrmkit.parallel import DDP, FSDP2, PRESETS, ParallelPlan, compile_core, plan_for
 from hrmkit.parallel.apply import DEFAULT_FSDP2_PLAN
 from hrmkit.tasks import TextTask
-
-
-class GraphCounter:
-    """A dynamo backend that runs each captured graph as is (no codegen: fast on CPU) and counts the graphs."""
-
-    def __init__(self) -> None:
-        self.graphs = 0
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
-        self.graphs += 1
-        return gm.forward
+from hrmkit.testing.graph_breaks import GraphCounter
 
 
 def _batch(rng: np.random.Generator, docs: int) -> dict:

@@ -35,3 +35,14 @@ def trace_report(module: nn.Module, *args: Any, **kwargs: Any) -> TraceReport:
     explanation = torch._dynamo.explain(module)(*args, **kwargs)
     reasons = [str(getattr(r, "reason", r)).strip().splitlines()[0] for r in explanation.break_reasons]
     return TraceReport(explanation.graph_count, explanation.graph_break_count, reasons)
+
+
+class GraphCounter:
+    """A dynamo backend that runs each captured graph as is (no codegen: fast on CPU) and counts the graphs."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs += 1
+        return gm.forward
