@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from hrmkit.dtypes import dtype_table
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.block import Stack
 from hrmkit.nn.cache import KVCache
@@ -29,7 +30,7 @@ from hrmkit.registry import Registry, track
 State = dict[str, Tensor]
 CoreNorm = Literal["post", "pre", "magic"]
 NORMS: tuple[str, ...] = ("post", "pre", "magic")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+_DTYPES = dtype_table("float32", "bfloat16", "float16", "float64")
 
 
 @dataclass

@@ -39,6 +39,7 @@ from hrmkit.cores import build_core
 from hrmkit.cores.base import RecursiveCore
 from hrmkit.cores.hrm import HRM
 from hrmkit.data.fields import swap_into_place
+from hrmkit.dtypes import dtype_table
 from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.mlp import swiglu_intermediate
 
@@ -47,7 +48,7 @@ TextTask = torch.nn.Module
 
 Layout = Literal["published", "transformers"]
 LAYOUTS: tuple[str, ...] = ("published", "transformers")
-_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+_DTYPES = dtype_table("bfloat16", "float32", "float16")
 _ATTN = ("gate", "q", "k", "v")
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "float32": torch.float32, "fp32": torch.float32}
+from hrmkit.dtypes import dtype_table
+
+_DTYPES = dtype_table("bfloat16", "float16", "float32", short=True)
 
 
 def parse_dtype(value: str | None, what: str) -> torch.dtype | None:

@@ -21,6 +21,7 @@ from hrmkit.callbacks.summary import format_flops, use_flops_summary
 from hrmkit.cores.base import RecursiveCore, core_from_config
 from hrmkit.cores.flops import core_flops_per_token, core_forward_flops_per_token
 from hrmkit.distributed import gather_per_rank, pick_rank
+from hrmkit.dtypes import dtype_table
 from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
@@ -39,7 +40,7 @@ from hrmkit.tasks.voting import vote as vote_samples
 from hrmkit.transfer import configure_init
 
 Halting = Literal["hrm", "trm", "none"]
-_LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_LOSS_DTYPES = dtype_table("float64", "float32")
 
 
 @TASKS.register("PuzzleTask")
