@@ -69,7 +69,7 @@ def main() -> None:
         print(f"{c} ms   " + "".join(f"{t:<8.1f}" for t in seq[c]))
     from PIL import Image
 
-    from hrmkit.plot import render_chart
+    from hrmkit.pictures.charts import render_chart
 
     left = render_chart({f"{c.upper()} (length {args.length})": [(float(h * l_), t) for (h, l_), t in
                                                                   zip(CYCLES, depth[c])] for c in depth},

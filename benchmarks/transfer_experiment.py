@@ -8,7 +8,7 @@ Runs the CPU recipes of ``recipes/transfer/cpu/`` end to end and writes ``docs/e
 3. for (a) Sudoku-as-text and (b) GSM-Symbolic trains the text recipe twice with the same steps and tokens: from
    the symbolic core (``init_from``) and from scratch, then measures validation loss / token accuracy, and for
    Sudoku the puzzle judge's exact accuracy of greedy answers (``hrmkit eval text --kind puzzle``);
-4. draws the validation-loss curves (PNG, :mod:`hrmkit.plot`) and writes the table and figures.
+4. draws the validation-loss curves (PNG, :mod:`hrmkit.pictures.charts`) and writes the table and figures.
 
     PYTHONPATH=. .venv/bin/python benchmarks/transfer_experiment.py            # about 30 min on 2 busy cores
 """
@@ -75,7 +75,7 @@ def build_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
 
 def train_symbolic(out: Path, paths: dict[str, Path], steps: int) -> dict[str, Any]:
     """Train the symbolic Sudoku core; returns its figures and the checkpoint path."""
-    from hrmkit.plot import read_metrics
+    from hrmkit.pictures.charts import read_metrics
 
     cli = _cli(RECIPES / "sudoku-symbolic.yaml", [
         "--data.init_args.data_dir", str(paths["sudoku"]), "--trainer.max_steps", str(steps),
@@ -100,7 +100,7 @@ def train_text(out: Path, name: str, data_dir: Path, init_from: str | None, step
                eval_puzzles: int) -> dict[str, Any]:
     """One text run (transferred core or scratch) and its measurements."""
     from hrmkit.eval.text import evaluate_text
-    from hrmkit.plot import read_metrics
+    from hrmkit.pictures.charts import read_metrics
 
     run = f"{name}-{'transfer' if init_from else 'scratch'}"
     cli = _cli(RECIPES / f"{name}.yaml", [
@@ -139,7 +139,7 @@ def judge_reasons(predictions: Path) -> dict[str, int]:
 
 
 def _curves(runs: list[dict[str, Any]], key: str, title: str, target: Path) -> str:
-    from hrmkit.plot import render_chart
+    from hrmkit.pictures.charts import render_chart
 
     series = {f"{r['run'].split('-')[-1]} {key}": r["metrics"].get(key, []) for r in runs}
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The ``hrmkit`` command line.
 
-``hrmkit fit|validate|test|predict`` is LightningCLI (:class:`hrmkit.lightning_cli.HrmkitCLI`: YAML recipes,
+``hrmkit fit|validate|test|predict`` is LightningCLI (:class:`hrmkit.commands.lightning.HrmkitCLI`: YAML recipes,
 ``class_path`` cores, every Trainer option); the other commands (``cores``, ``demo``, ``data ...``, ``show``,
 ``plot``, ``eval ...``, ``generate``, ``export ...``, ``transfer``) are functions whose signature and docstring are
 their command line (jsonargparse). This module imports nothing heavy: the command table names each function by
@@ -34,22 +34,23 @@ COMMANDS: dict[str, tuple[str | dict[str, str] | None, str]] = {
     "validate": (None, "Evaluate a checkpoint on the validation split: -c recipe.yaml --ckpt_path run/x.ckpt."),
     "test": (None, "Evaluate a checkpoint on the test split: -c recipe.yaml --ckpt_path run/x.ckpt."),
     "predict": (None, "Run a model's predict_step over the data module: -c recipe.yaml --ckpt_path run/x.ckpt."),
-    "cores": ("hrmkit.core_table:list_cores", "List every registered core, where it comes from and its variants."),
-    "demo": ("hrmkit.cli:demo", "Generate Sudoku, train a small TRM on the CPU, and show it solving puzzles."),
+    "cores": ("hrmkit.commands.cores:list_cores", "List every registered core, where it comes from and its variants."),
+    "demo": ("hrmkit.commands.demo:demo",
+             "Generate Sudoku, train a small TRM on the CPU, and show it solving puzzles."),
     "data": ({"sudoku": "hrmkit.data.puzzles.sudoku:build_sudoku", "maze": "hrmkit.data.puzzles.maze:build_maze",
               "arc": "hrmkit.data.puzzles.arc:build_arc", "import-hrm": "hrmkit.data.puzzles.hrm_import:import_hrm",
-              "text": "hrmkit.text_commands:data_text_command", "data-io": "hrmkit.data.text.data_io:import_data_io",
+              "text": "hrmkit.commands.text:data_text_command", "data-io": "hrmkit.data.text.data_io:import_data_io",
               "gsm-symbolic": "hrmkit.data.text.gsm_symbolic:build_gsm_symbolic"},
              "Build a dataset: sudoku, maze, arc, import-hrm, text, data-io, gsm-symbolic."),
-    "show": ("hrmkit.show:show", "Write PNG pictures of puzzles, with a model's answers if given."),
-    "plot": ("hrmkit.plot:plot", "Render loss, accuracy and MagicNorm charts from a run's metrics.csv files."),
+    "show": ("hrmkit.commands.show:show", "Write PNG pictures of puzzles, with a model's answers if given."),
+    "plot": ("hrmkit.commands.plot:plot", "Render loss, accuracy and MagicNorm charts from a run's metrics.csv files."),
     "eval": ({"arc": "hrmkit.eval.arc_runner:evaluate_arc", "text": "hrmkit.eval.text:evaluate_text",
               "lm-eval": "hrmkit.eval.lm_eval_command:evaluate_lm_eval",
               "scaling": "hrmkit.eval.scaling_runner:evaluate_scaling"},
              "Task evaluations of checkpoints: arc (voting, pass@k), text (benchmarks), lm-eval (harness tasks), "
              "scaling (accuracy against segments / samples / compute)."),
-    "generate": ("hrmkit.text_commands:generate_text", "Answer instructions with a text model (checkpoint or export)."),
-    "export": ({"hf": "hrmkit.text_commands:export_hf_command"},
+    "generate": ("hrmkit.commands.text:generate_text", "Answer instructions with a text model (checkpoint or export)."),
+    "export": ({"hf": "hrmkit.commands.text:export_hf_command"},
                "Export a text model: hf (config, weights, tokenizer, generation config)."),
     "transfer": ("hrmkit.commands.transfer:transfer_command",
                  "Copy the core of one trained model into another model and print what matched."),
@@ -58,29 +59,15 @@ COMMANDS: dict[str, tuple[str | dict[str, str] | None, str]] = {
 
 def __getattr__(name: str) -> Any:  # ``from hrmkit.cli import HrmkitCLI`` without importing Lightning up front
     if name == "HrmkitCLI":
-        from hrmkit.lightning_cli import HrmkitCLI
+        from hrmkit.commands.lightning import HrmkitCLI
 
         return HrmkitCLI
     raise AttributeError(f"module 'hrmkit.cli' has no attribute {name!r}")
 
 
-def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1) -> None:
-    """Generate Sudoku, train a small recursive model (TRM) on the CPU, and show it solving held-out puzzles.
-
-    Args:
-        minutes: training time budget.
-        out_dir: dataset, checkpoints, metrics and pictures go here (the dataset is reused when present).
-        seed: seeds data, initialisation and order.
-        max_steps: optional step limit (-1: only the time budget).
-    """
-    from hrmkit.demo import run_demo
-
-    run_demo(minutes=minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
-
-
 def lightning_cli(args: list[str]) -> None:
-    """``hrmkit fit|validate|test|predict``: :class:`hrmkit.lightning_cli.HrmkitCLI` over ``args``."""
-    from hrmkit.lightning_cli import run
+    """``hrmkit fit|validate|test|predict``: :class:`hrmkit.commands.lightning.HrmkitCLI` over ``args``."""
+    from hrmkit.commands.lightning import run
 
     run(args)
 

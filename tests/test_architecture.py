@@ -64,3 +64,14 @@ def test_imports_point_downward(lower, upper):
     up = [(a, b) for a, b in graph.edges if (a == lower or a.startswith(lower + "."))
           and (b == upper or b.startswith(upper + "."))]
     assert up == [], f"{lower} must not import {upper}"
+
+
+def test_only_the_command_line_imports_commands():
+    """Library modules stay importable without the CLI: only hrmkit.cli, the commands themselves and the
+    deprecation aliases of moved modules (hrmkit._moved.MOVED) may import hrmkit.commands."""
+    from hrmkit._moved import MOVED
+
+    allowed = {"hrmkit.cli", *MOVED}
+    up = [(a, b) for a, b in import_graph().edges if b.startswith("hrmkit.commands")
+          and not a.startswith("hrmkit.commands") and a not in allowed]
+    assert up == []

@@ -71,7 +71,7 @@ def test_fit_logs_checkpoints_and_resumes(sudoku_dir, tmp_path, monkeypatch):
     assert steps and min(steps) >= 4, steps  # the resumed run continued from step 4, it did not start over
     with open(version / "metrics.part-0.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")] == [0, 1, 2, 3]
-    from hrmkit.plot import read_metrics, stitch_runs
+    from hrmkit.pictures.charts import read_metrics, stitch_runs
 
     [(first_file, series)] = stitch_runs([version / "metrics.part-0.csv", version / "metrics.csv"])
     assert [x for x, _ in series["train/loss"]] == [0, 1, 2, 3, 4, 5]

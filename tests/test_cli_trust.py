@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
 
 def test_hrmkit_cli_class_is_importable_at_module_level():
     import hrmkit.cli
-    from hrmkit.lightning_cli import HrmkitCLI
+    from hrmkit.commands.lightning import HrmkitCLI
 
     assert hrmkit.cli.HrmkitCLI is HrmkitCLI and HrmkitCLI.__qualname__ == "HrmkitCLI"
 
@@ -125,7 +125,7 @@ def test_sigterm_checkpoint_line_says_what_happened():
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from hrmkit.lightning_cli import _ExceptionCheckpointLine
+    from hrmkit.commands.lightning import _ExceptionCheckpointLine
 
     text = (f"An {SIGTERMException.__name__} was raised with message: \\\n            , saved checkpoint to "
             "runs/x/epoch=0-step=7.ckpt")
@@ -136,7 +136,7 @@ def test_sigterm_checkpoint_line_says_what_happened():
 
 
 def test_core_table_is_cached_and_rebuilt_when_a_core_file_changes(tmp_path, monkeypatch, capsys):
-    import hrmkit.core_table as table
+    import hrmkit.commands.cores as table
 
     monkeypatch.setenv("HRMKIT_CACHE_DIR", str(tmp_path))
     main(["cores"])

@@ -99,7 +99,7 @@ def test_validation_and_checkpoint_warn_when_the_ema_is_still_the_initial_weight
 
 
 def test_export_warns_about_a_stale_ema_checkpoint(tmp_path):
-    from hrmkit.text_commands import _ema_warning
+    from hrmkit.commands.text import _ema_warning
 
     torch.save({"state_dict": {}, "ema": {"decay": 0.9999, "num_updates": 300, "saved": "ema", "other": {}}},
                tmp_path / "old.ckpt")  # written before warm-up existed: the share follows from the closed form

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from hrmkit.commands.plot import plot
 from hrmkit.data.modules import PuzzleDataModule, stratified_order
 from hrmkit.data.puzzles.sudoku import build_sudoku
-from hrmkit.plot import plot, stitch_runs
+from hrmkit.pictures.charts import stitch_runs
 
 
 def test_stratified_order_puts_every_tag_in_every_prefix():

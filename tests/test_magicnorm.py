@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 from hrmkit.callbacks import MagicNormError, MagicNormHealth, MagicNormWarning
+from hrmkit.commands.plot import plot
 from hrmkit.cores import build_core
 from hrmkit.data import SyntheticDataModule
-from hrmkit.plot import plot
 from hrmkit.tasks import SequenceTask
 
 TEXT_CALLS = ["L0", "L1", "L2", "H0", "L3", "L4", "L5", "H1"]  # HRM text-tiny, bp_steps 5: H0 L3 L4 L5 H1 keep grads

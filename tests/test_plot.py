@@ -1,4 +1,4 @@
-"""hrmkit.plot: Lightning CSVLogger files → loss / accuracy / MagicNorm PNG charts (Pillow only)."""
+"""hrmkit plot: Lightning CSVLogger files → loss / accuracy / MagicNorm PNG charts (Pillow only)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hrmkit.plot import CHART_SIZE, PALETTE, PLOT_BOX, nice_ticks, plot, read_metrics
+from hrmkit.commands.plot import plot
+from hrmkit.pictures.charts import CHART_SIZE, PALETTE, PLOT_BOX, nice_ticks, read_metrics
 
 COLUMNS = ["epoch", "step", "train/loss", "train/token_acc", "val/loss", "val/exact_acc", "magicnorm/rms/L0",
            "magicnorm/rms/H0", "magicnorm/rms_ratio_last_first"]

@@ -11,11 +11,11 @@ import lightning as L
 import pytest
 
 from hrmkit.cli import main
+from hrmkit.commands.lightning import _default_logger
 from hrmkit.cores import build_core
 from hrmkit.cores.flops import core_flops_per_token, core_forward_flops_per_token
 from hrmkit.data import PuzzleDataModule
 from hrmkit.data.puzzles.maze import build_maze
-from hrmkit.lightning_cli import _default_logger
 from hrmkit.tasks.puzzle import PuzzleTask
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ above what a model that copies the givens gets (0 %: 41 blanks must all be fille
 import lightning as L
 
 from hrmkit.callbacks import EMA
+from hrmkit.commands.demo import fastest_cpu_dtype
 from hrmkit.cores import build_core
 from hrmkit.data.modules import PuzzleDataModule
 from hrmkit.data.puzzles.sudoku import build_sudoku
-from hrmkit.demo import fastest_cpu_dtype
 from hrmkit.tasks.puzzle import PuzzleTask
 
 

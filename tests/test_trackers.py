@@ -89,7 +89,8 @@ def test_mlflow_file_store_holds_the_figures(run, monkeypatch):
 
 
 def test_csv_and_hrmkit_plot_read_the_same_names(run):
-    from hrmkit.plot import plot, read_metrics
+    from hrmkit.commands.plot import plot
+    from hrmkit.pictures.charts import read_metrics
 
     root, _ = run
     (metrics,) = (root / "csv").rglob("metrics.csv")

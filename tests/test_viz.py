@@ -9,7 +9,7 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from hrmkit.data.puzzles.maze import encode_grid, solve  # noqa: E402
-from hrmkit.viz import (  # noqa: E402
+from hrmkit.pictures.boards import (  # noqa: E402
     ARC_GAP,
     ARC_PALETTE,
     ARC_TITLE_H,

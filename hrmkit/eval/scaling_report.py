@@ -1,6 +1,6 @@
 """The report of ``hrmkit eval scaling``: ``scaling.json``, a Markdown table (``scaling.md``) and PNG charts.
 
-Charts are drawn with :func:`hrmkit.plot.render_chart` (Pillow only, like ``hrmkit plot``):
+Charts are drawn with :func:`hrmkit.pictures.charts.render_chart` (Pillow only, like ``hrmkit plot``):
 
 * ``accuracy_vs_depth.png``: accuracy against segments (text: cycles) at width 1, one line per tag, plus the
   overall accuracy, the halting head's early-exit accuracy and the token accuracy;
@@ -19,7 +19,7 @@ from typing import Any
 
 from hrmkit.eval.arc import write_json_atomic
 from hrmkit.eval.arc_runner import _finite
-from hrmkit.plot import Series, render_chart
+from hrmkit.pictures.charts import Series, render_chart
 
 JSON_FILE = "scaling.json"
 TABLE_FILE = "scaling.md"

@@ -247,14 +247,14 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
         ``valid_rate`` and ``letter_accuracy``.
     """
     from hrmkit.data.text import load_tokenizer
+    from hrmkit.loading import load
     from hrmkit.tasks.text import TextTask
-    from hrmkit.text_commands import load_text_model
 
     if kind not in ("math", "mc", "puzzle"):
         raise ValueError(f"evaluate_text: kind must be 'math', 'mc' or 'puzzle', got {kind!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"evaluate_text: limit must be >= 1 or None, got {limit}")
-    task = model if isinstance(model, TextTask) else load_text_model(model)
+    task = model if isinstance(model, TextTask) else load(model, TextTask)
     tok = load_tokenizer(tokenizer)
     records = read_records(data, kind, limit)
     was_training = task.training
