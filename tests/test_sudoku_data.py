@@ -14,6 +14,7 @@ import pytest
 from hrmkit.data.puzzles import DatasetFormatError, build_sudoku, iter_groups, read_metadata
 from hrmkit.data.puzzles import sudoku as S
 from hrmkit.data.puzzles.augment import inverse_permutation, random_nested_permutations, random_value_maps
+from hrmkit.data.puzzles.sudoku import builder
 
 # Gordon Royle's 17-clue example (quoted in docs/specs) and two Magictour Top1465 puzzles (public collection).
 CLUE17 = "52...6.........7.13...........4..8..6......5...........418.........3..2...87....."
@@ -200,10 +201,10 @@ def test_failed_build_leaves_nothing_and_keeps_old_dataset(tmp_path, monkeypatch
     before = (out / "metadata.json").read_text()
 
     def broken(ps):
-        yield S._group(ps.puzzles[:1], ps.solutions[:1], 0)
+        yield builder._group(ps.puzzles[:1], ps.solutions[:1], 0)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(S, "_test_groups", broken)
+    monkeypatch.setattr(builder, "_test_groups", broken)
     for target, overwrite in ((out, True), (tmp_path / "new", False)):
         with pytest.raises(RuntimeError, match="disk on fire"):
             build_sudoku(str(target), train_size=3, test_size=2, levels=["easy"], seed=1, num_workers=1,
