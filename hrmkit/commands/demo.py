@@ -119,6 +119,39 @@ def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_s
     run_demo(minutes=minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
 
 
+def _demo_dataset(console: Console, out: Path, train_size: int, test_size: int, num_aug: int, seed: int) -> Path:
+    """The demo's Sudoku dataset under ``out``, built once (its name spells its settings, so a rerun reuses it)."""
+    data_dir = out / f"sudoku-{train_size}x3-aug{num_aug}-test{test_size}-seed{seed}"
+    if not (data_dir / "metadata.json").is_file():
+        with console.status(f"generating {3 * train_size:,} training and {3 * test_size:,} held-out puzzles"):
+            t0 = time.perf_counter()
+            build_sudoku(str(data_dir), train_size=train_size, test_size=test_size, num_aug=num_aug, seed=seed)
+        console.print(f"built {data_dir} in {time.perf_counter() - t0:.0f} s")
+    return data_dir
+
+
+def _show_solved(console: Console, model: PuzzleTask, data_dir: Path, tags: list[str], out: Path) -> None:
+    """One held-out puzzle per level solved by the model: side by side in the terminal and as PNGs under ``out``."""
+    examples = _examples(str(data_dir), 1)
+    model.eval()
+    as_digits = lambda a: np.where(a >= 2, a - 1, 0)  # noqa: E731  (tokens: 1 = blank, 2..10 = digits 1..9)
+    boards, images = Table(box=None, padding=(0, 2)), []
+    for tag in sorted(examples):
+        puzzle, truth = examples[tag][0]
+        pred = model.solve(torch.from_numpy(puzzle)[None]).squeeze(0).numpy()
+        p, y, t = as_digits(puzzle), as_digits(pred), as_digits(truth)
+        if np.any((p > 0) & (y != p)):
+            console.print(f"[red]{tags[tag]}: the model overwrote a given digit (counted wrong above)[/]")
+        y = np.where(p > 0, p, y)  # boards show the givens as given and the model's digits in the blanks
+        boards.add_column(f"{tags[tag]}: {int((p > 0).sum())} givens", no_wrap=True, min_width=22)
+        images.append(_board(p, y, t))
+        save_png(render_sudoku(p, y, t), out / f"solved-{tags[tag]}.png")
+    boards.add_row(*images)
+    console.print(boards)
+    console.print(f"[dim]givens in white; cells the model filled: green = right, red = wrong. Pictures: "
+                  f"{out}/solved-*.png; last checkpoint: {out}/checkpoints/last.ckpt[/]")
+
+
 def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int = 3000, test_size: int = 500,
              num_aug: int = 8, batch_size: int = 64, lr: float = 1e-3, eval_every: int = 500, seed: int = 0,
              max_steps: int = -1, dtype: str | None = None) -> dict[str, float]:
@@ -142,12 +175,7 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     out = Path(out_dir)
-    data_dir = out / f"sudoku-{train_size}x3-aug{num_aug}-test{test_size}-seed{seed}"
-    if not (data_dir / "metadata.json").is_file():
-        with console.status(f"generating {3 * train_size:,} training and {3 * test_size:,} held-out puzzles"):
-            t0 = time.perf_counter()
-            build_sudoku(str(data_dir), train_size=train_size, test_size=test_size, num_aug=num_aug, seed=seed)
-        console.print(f"built {data_dir} in {time.perf_counter() - t0:.0f} s")
+    data_dir = _demo_dataset(console, out, train_size, test_size, num_aug, seed)
     meta = read_metadata(data_dir)
     tags = meta.tag_names
 
@@ -187,24 +215,7 @@ def run_demo(minutes: float = 12.0, out_dir: str = "runs/demo", train_size: int 
         table.add_row(t, givens.get(t, "?"), f"{test_size}", f"{final['per_tag'][t]['exact_acc']:.1%}")
     console.print(table)
 
-    examples = _examples(str(data_dir), 1)
-    model.eval()
-    as_digits = lambda a: np.where(a >= 2, a - 1, 0)  # noqa: E731  (tokens: 1 = blank, 2..10 = digits 1..9)
-    boards, images = Table(box=None, padding=(0, 2)), []
-    for tag in sorted(examples):
-        puzzle, truth = examples[tag][0]
-        pred = model.solve(torch.from_numpy(puzzle)[None]).squeeze(0).numpy()
-        p, y, t = as_digits(puzzle), as_digits(pred), as_digits(truth)
-        if np.any((p > 0) & (y != p)):
-            console.print(f"[red]{tags[tag]}: the model overwrote a given digit (counted wrong above)[/]")
-        y = np.where(p > 0, p, y)  # boards show the givens as given and the model's digits in the blanks
-        boards.add_column(f"{tags[tag]}: {int((p > 0).sum())} givens", no_wrap=True, min_width=22)
-        images.append(_board(p, y, t))
-        save_png(render_sudoku(p, y, t), out / f"solved-{tags[tag]}.png")
-    boards.add_row(*images)
-    console.print(boards)
-    console.print(f"[dim]givens in white; cells the model filled: green = right, red = wrong. Pictures: "
-                  f"{out}/solved-*.png; last checkpoint: {out}/checkpoints/last.ckpt[/]")
+    _show_solved(console, model, data_dir, tags, out)
     console.print(f"thinking longer (held-out, all levels): {depth_line(curve, DEPTH_CURVE)}  [dim](trained with "
                   f"{model.eval_segments}; full curves: hrmkit eval scaling --checkpoint {out}/checkpoints/last.ckpt "
                   f"--data_dir {data_dir})[/]")

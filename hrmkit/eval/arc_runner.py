@@ -147,26 +147,15 @@ def evaluate_arc(checkpoint: str | Sequence[str], data_dir: str, out_dir: str | 
         pooled), ``checkpoints``, ``num_votes``, ``num_tasks``, ``num_test_inputs``, ``segments``, ``pooled`` and
         the written ``submission`` path (or None).
     """
-    from hrmkit.data.modules import PuzzleDataModule
-    from hrmkit.data.puzzles.arc import read_identifiers, read_test_puzzles
-
     paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     if not paths:
         raise ValueError("evaluate_arc needs at least one checkpoint")
     paths = [str(p) for p in paths]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dm = PuzzleDataModule(str(data_dir), batch_size=batch_size, eval_batch_size=batch_size, num_workers=num_workers)
-    meta = dm.metadata
-    if meta.task != "arc":
-        raise ValueError(f"{Path(data_dir) / 'metadata.json'}: field 'task' is {meta.task!r}; evaluate_arc needs an "
-                         "ARC dataset (hrmkit data arc)")
-    dm.setup("test")
-    test_puzzles = read_test_puzzles(data_dir)
-    if not test_puzzles:
-        raise ValueError(f"{Path(data_dir) / 'test_puzzles.json'} lists no evaluation tasks: nothing to score")
+    dm, test_puzzles, identifiers = _arc_test_split(str(data_dir), batch_size, num_workers)
     scored = all(pair.get("output") is not None for entry in test_puzzles.values() for pair in entry["test"])
-    voter = ArcVoter(test_puzzles, pooled=pooled, identifiers=read_identifiers(data_dir), pass_ks=pass_ks)
+    voter = ArcVoter(test_puzzles, pooled=pooled, identifiers=identifiers, pass_ks=pass_ks)
     run_on = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     names = _names(paths)
@@ -174,23 +163,9 @@ def evaluate_arc(checkpoint: str | Sequence[str], data_dir: str, out_dir: str | 
     used_segments = None
     per_checkpoint: dict[str, Any] = {}
     for path, name in zip(paths, names):
-        task = _load_task(path, run_on)
-        _check_sizes(task, path, meta, str(data_dir))
-        predict = model_predict(task, segments)
-        used_segments = int(segments or task.eval_segments)
-        loader = dm.test_dataloader()
-        batches: Iterable[dict[str, Tensor]] = loader
-        if not quiet:
-            from rich.progress import track
-
-            batches = track(loader, total=len(loader), description=f"ARC eval {name}", transient=True)
-        added = collect_votes(voter, batches, predict, checkpoint=name, device=run_on)
-        if added != meta.split("test").total_examples:
-            raise RuntimeError(f"{data_dir}: voted on {added} test examples but metadata.json lists "
-                               f"{meta.split('test').total_examples}; the test split and its metadata disagree")
+        added, used_segments = _vote_checkpoint(voter, dm, path, name, str(data_dir), segments, run_on, quiet)
         votes += added
         per_checkpoint[name] = _scores(voter, name) if scored else None
-        del task
 
     final = names[-1]
     result: dict[str, Any] = {
@@ -209,12 +184,52 @@ def evaluate_arc(checkpoint: str | Sequence[str], data_dir: str, out_dir: str | 
         result["submission"] = str(voter.write_submission(Path(out_dir) / SUBMISSION_FILE, final))
         write_json_atomic(_finite(result), Path(out_dir) / METRICS_FILE)
     if not quiet:
-        if scored:
-            _print_table(result)
-        else:
-            print(f"{Path(data_dir) / 'test_puzzles.json'} has no ground-truth outputs: nothing scored"
-                  + (f"; submission written to {result['submission']}" if result["submission"] else ""))
+        _report(result, scored, str(data_dir))
     return result
+
+
+def _arc_test_split(data_dir: str, batch_size: int, num_workers: int) -> tuple[Any, dict[str, Any], Any]:
+    """The test split's data module (set up), its ``test_puzzles.json`` and identifiers; refuses non-ARC data."""
+    from hrmkit.data.modules import PuzzleDataModule
+    from hrmkit.data.puzzles.arc import read_identifiers, read_test_puzzles
+
+    dm = PuzzleDataModule(data_dir, batch_size=batch_size, eval_batch_size=batch_size, num_workers=num_workers)
+    if dm.metadata.task != "arc":
+        raise ValueError(f"{Path(data_dir) / 'metadata.json'}: field 'task' is {dm.metadata.task!r}; evaluate_arc "
+                         "needs an ARC dataset (hrmkit data arc)")
+    dm.setup("test")
+    test_puzzles = read_test_puzzles(data_dir)
+    if not test_puzzles:
+        raise ValueError(f"{Path(data_dir) / 'test_puzzles.json'} lists no evaluation tasks: nothing to score")
+    return dm, test_puzzles, read_identifiers(data_dir)
+
+
+def _vote_checkpoint(voter: ArcVoter, dm: Any, path: str, name: str, data_dir: str, segments: int | None,
+                     run_on: torch.device, quiet: bool) -> tuple[int, int]:
+    """Add one checkpoint's votes on every stored test example; returns (votes added, segments used)."""
+    meta = dm.metadata
+    task = _load_task(path, run_on)
+    _check_sizes(task, path, meta, data_dir)
+    predict = model_predict(task, segments)
+    loader = dm.test_dataloader()
+    batches: Iterable[dict[str, Tensor]] = loader
+    if not quiet:
+        from rich.progress import track
+
+        batches = track(loader, total=len(loader), description=f"ARC eval {name}", transient=True)
+    added = collect_votes(voter, batches, predict, checkpoint=name, device=run_on)
+    if added != meta.split("test").total_examples:
+        raise RuntimeError(f"{data_dir}: voted on {added} test examples but metadata.json lists "
+                           f"{meta.split('test').total_examples}; the test split and its metadata disagree")
+    return added, int(segments or task.eval_segments)
+
+
+def _report(result: dict[str, Any], scored: bool, data_dir: str) -> None:
+    if scored:
+        _print_table(result)
+    else:
+        print(f"{Path(data_dir) / 'test_puzzles.json'} has no ground-truth outputs: nothing scored"
+              + (f"; submission written to {result['submission']}" if result["submission"] else ""))
 
 
 def _finite(obj: Any) -> Any:

@@ -47,8 +47,6 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
         where: the model's file, for messages.
     """
     from hrmkit.data.modules import PuzzleDataModule
-    from hrmkit.data.puzzles.arc import read_identifiers, read_test_puzzles
-    from hrmkit.eval.arc import ArcVoter
     from hrmkit.eval.arc_runner import _check_sizes
 
     if batch_size < 1:
@@ -66,15 +64,39 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
     judge_fn = dataset_judge(meta.task) if judge == "auto" else None if judge == "exact" else judge
     if isinstance(judge_fn, str):
         raise ValueError(f"judge must be 'auto', 'exact' or a function, got {judge!r}")
-    arc = None
-    if meta.task == "arc":
-        puzzles = read_test_puzzles(data_dir)
-        if puzzles and all(p.get("output") is not None for entry in puzzles.values() for p in entry["test"]):
-            arc = ArcVoter(puzzles, pooled=False, identifiers=read_identifiers(data_dir), pass_ks=pass_ks)
+    arc = _arc_voter(meta.task, str(data_dir), pass_ks)
     tags = list(meta.tag_names) or ["all"]
     run = PuzzleScaling(task, depth, width, num_tags=max(len(tags), 1), vote_rule=vote, judge=judge_fn,
                         arc_voter=arc)
     run_on = torch.device(device) if device is not None else task.device
+    _run_test_split(run, task, dm, run_on, seed, progress, limit_per_tag)
+    if run.examples == 0:
+        raise ValueError(f"{data_dir}: the test split has no examples to evaluate")
+    return {"kind": "puzzle", "dataset": meta.task, "data_dir": str(data_dir), "eval_segments": task.eval_segments,
+            "segments": depth, "samples": width, "vote": run.vote_rule, "tags": tags,
+            "judge": None if judge_fn is None else getattr(judge_fn, "__name__", "judge"), "examples": run.examples,
+            "tokens_per_example": run.tokens_per_example, "flops_per_token_pass": run.flops_per_token,
+            "calls_per_pass": run.calls_per_pass, "pass_ks": list(arc.pass_ks) if arc is not None else None,
+            "rows": run.results(tags)}
+
+
+def _arc_voter(dataset: str, data_dir: str, pass_ks: Sequence[int]) -> Any:
+    """An ARC voter for the voted pass@K at every depth, when the dataset is ARC with ground-truth outputs."""
+    from hrmkit.data.puzzles.arc import read_identifiers, read_test_puzzles
+    from hrmkit.eval.arc import ArcVoter
+
+    if dataset != "arc":
+        return None
+    puzzles = read_test_puzzles(data_dir)
+    if puzzles and all(p.get("output") is not None for entry in puzzles.values() for p in entry["test"]):
+        return ArcVoter(puzzles, pooled=False, identifiers=read_identifiers(data_dir), pass_ks=pass_ks)
+    return None
+
+
+def _run_test_split(run: PuzzleScaling, task: PuzzleTask, dm: Any, run_on: torch.device, seed: int,
+                    progress: str | None, limit_per_tag: int | None) -> None:
+    """Feed every test batch of ``dm`` to ``run`` with the model in eval mode on ``run_on`` (mode and device are
+    restored afterwards)."""
     was_training, previous = task.training, task.device
     task.to(run_on).eval()
     torch.manual_seed(seed)
@@ -94,14 +116,6 @@ def puzzle_scaling(task: PuzzleTask, data_dir: str, segments: Sequence[int] | No
             run.update({k: v.to(run_on) for k, v in batch.items()})
     finally:
         task.to(previous).train(was_training)
-    if run.examples == 0:
-        raise ValueError(f"{data_dir}: the test split has no examples to evaluate")
-    return {"kind": "puzzle", "dataset": meta.task, "data_dir": str(data_dir), "eval_segments": task.eval_segments,
-            "segments": depth, "samples": width, "vote": run.vote_rule, "tags": tags,
-            "judge": None if judge_fn is None else getattr(judge_fn, "__name__", "judge"), "examples": run.examples,
-            "tokens_per_example": run.tokens_per_example, "flops_per_token_pass": run.flops_per_token,
-            "calls_per_pass": run.calls_per_pass, "pass_ks": list(arc.pass_ks) if arc is not None else None,
-            "rows": run.results(tags)}
 
 
 def _first_per_tag(batch: dict[str, torch.Tensor], taken: np.ndarray, limit: int) -> dict[str, torch.Tensor] | None:
