@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrmkit.callbacks.summary import format_flops, use_flops_summary
-from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.callbacks.summary import format_flops
+from hrmkit.cores.base import RecursiveCore
 from hrmkit.cores.flops import core_flops_per_token, core_forward_flops_per_token
 from hrmkit.distributed import gather_per_rank, pick_rank
 from hrmkit.dtypes import dtype_table
@@ -26,25 +25,24 @@ from hrmkit.nn.attn_spec import AttnSpec
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
 from hrmkit.nn.puzzle_embedding import PuzzleEmbedding
-from hrmkit.optim import AdamATan2, SparseSignSGD
+from hrmkit.optim import SparseSignSGD
 from hrmkit.optim.schedules import warmup_cosine
-from hrmkit.parallel import parallelize
 from hrmkit.registry import TASKS
 from hrmkit.tasks.act import ACTCarry, exploration_min_steps
+from hrmkit.tasks.base import Task
 from hrmkit.tasks.judges import Judge, judge_for
 from hrmkit.tasks.losses import IGNORE, LossType, sequence_mean, token_loss
-from hrmkit.tasks.metrics import TaggedMean, fresh_metric_states
-from hrmkit.tasks.step_logging import log_late_row, stash_late_row, step_logging
+from hrmkit.tasks.metrics import TaggedMean
+from hrmkit.tasks.step_logging import stash_late_row, step_logging
 from hrmkit.tasks.voting import VOTE_RULES, VoteRule
 from hrmkit.tasks.voting import vote as vote_samples
-from hrmkit.transfer import configure_init
 
 Halting = Literal["hrm", "trm", "none"]
 _LOSS_DTYPES = dtype_table("float64", "float32")
 
 
 @TASKS.register("PuzzleTask")
-class PuzzleTask(L.LightningModule):
+class PuzzleTask(Task):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, seq_len: int | None = None,
                  num_puzzle_identifiers: int | None = None,
                  puzzle_emb_len: int = 1, puzzle_emb_ndim: int | None = None, halting: Halting = "hrm",
@@ -96,24 +94,10 @@ class PuzzleTask(L.LightningModule):
                 ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
-        if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
-            core = core_from_config(core)
-        if halting not in ("hrm", "trm", "none"):
-            raise ValueError(f"halting must be 'hrm', 'trm' or 'none', got {halting!r}")
-        if halt_max_steps < 1:
-            raise ValueError(f"halt_max_steps must be >= 1, got {halt_max_steps}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if num_samples > 1 and not core.stochastic:
-            raise ValueError(f"num_samples={num_samples} needs a stochastic core, but {type(core).__name__} is "
-                             "deterministic (every trajectory would be identical); use num_samples=1")
-        if vote not in VOTE_RULES:
-            raise ValueError(f"vote must be one of {VOTE_RULES}, got {vote!r}")
-        if loss_dtype not in _LOSS_DTYPES:
-            raise ValueError(f"loss_dtype must be 'float64' or 'float32', got {loss_dtype!r}")
+        core = self._core_from(core)
+        _check_settings(core, halting, halt_max_steps, num_samples, vote, loss_dtype)
         self.save_hyperparameters(ignore=["core"])
-        self.hparams["core"] = core.to_config()
-        self.core = core
+        self._adopt_core(core)
         d = core.hidden_size
         self.embed_scale = math.sqrt(d)
         ndim = d if puzzle_emb_ndim is None else puzzle_emb_ndim
@@ -125,10 +109,7 @@ class PuzzleTask(L.LightningModule):
         self.embed_tokens: nn.Embedding | None = None
         self.puzzle_emb: PuzzleEmbedding | None = None
         self.lm_head: Linear | None = None
-        self.q_head = nn.Linear(d, 2, bias=True)
-        with torch.no_grad():  # Q values start near 0 and equal, so nothing halts early at initialisation
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
+        self.q_head = _halting_head(d)
         if None not in (vocab_size, seq_len, num_puzzle_identifiers):
             self._build_io(vocab_size, seq_len, num_puzzle_identifiers)
 
@@ -139,6 +120,10 @@ class PuzzleTask(L.LightningModule):
         self.last_act: dict[str, Tensor | None] = {}  # the last training step's halting decisions (ACT statistics)
         self._emb_opt: SparseSignSGD | None = None
         self._emb_sched: torch.optim.lr_scheduler.LambdaLR | None = None
+        self._add_val_metrics(num_tags)
+
+    def _add_val_metrics(self, num_tags: int) -> None:
+        """Validation means kept apart per dataset tag (difficulty level, source)."""
         self.val_token_acc = TaggedMean(num_tags)
         self.val_exact_acc = TaggedMean(num_tags)
         self.val_exact_acc_halted = TaggedMean(num_tags)
@@ -159,17 +144,9 @@ class PuzzleTask(L.LightningModule):
         self.lm_head = Linear(d, vocab_size, self.core.init)
         self.hparams.update(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers)
 
-    def configure_model(self) -> None:
-        """Size the dataset-dependent layers, apply ``init_from`` / ``freeze`` (:mod:`hrmkit.transfer`), then let the
-        strategy preset shard / compile (:mod:`hrmkit.parallel`)."""
-        self._configure_io()
-        configure_init(self)
-        parallelize(self, compile=self.hparams.compile)
-        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
-
     def _configure_io(self) -> None:
         """Size the dataset-dependent layers from the datamodule's metadata (when not given), or check them."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self._datamodule()
         meta = getattr(dm, "metadata", None)
         if meta is None:
             if self.embed_tokens is None:
@@ -243,7 +220,22 @@ class PuzzleTask(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        hp = self.hparams
+        """One ACT segment for every carry slot: forward, then halting → losses → logging."""
+        x, state, labels, targets = self._segment_inputs(batch)
+        new_state, logits, q_halt, q_cont = self.segment(x, state, targets)
+        aux_losses = dict(self.core.aux_losses)  # read before the bootstrap pass in _halting overwrites them
+        new_state = {k: v.detach() for k, v in new_state.items()}  # gradients stop at the segment boundary
+        steps, halted, target_q_cont = self._halting(x, new_state, targets, labels, q_halt, q_cont)
+        loss, parts = self._losses(logits, labels, q_halt, q_cont, target_q_cont, aux_losses)
+        self.carry.state, self.carry.steps, self.carry.halted = new_state, steps, halted
+        self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
+                         "seq_correct": parts["seq_correct"], "target_q_continue": target_q_cont}
+        self._log_training_step(loss, parts, aux_losses, halted, steps, q_halt, batch_idx)
+        return loss
+
+    def _segment_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor | None]:
+        """Refill the halted carry slots from ``batch``; the embedded inputs, the carried state (fresh for refilled
+        slots), the labels and, for cores that read them, the embedded targets."""
         batch = {k: v for k, v in batch.items() if k in ("inputs", "labels", "puzzle_identifiers", "tag", "valid")}
         if self.carry is None or self.carry.halted.shape[0] != batch["inputs"].shape[0]:
             self.carry = ACTCarry.empty(batch)
@@ -254,24 +246,34 @@ class PuzzleTask(L.LightningModule):
         state = carry.reset_state(self.core.initial_state(x))
         labels = data["labels"]
         targets = self.embed_targets(labels) if self.core.uses_targets else None
-        new_state, logits, q_halt, q_cont = self.segment(x, state, targets)
-        aux_losses = dict(self.core.aux_losses)  # read before the bootstrap pass below overwrites them
-        new_state = {k: v.detach() for k, v in new_state.items()}
+        return x, state, labels, targets
 
-        with torch.no_grad():
-            steps = carry.steps + 1
-            is_last = steps >= hp.halt_max_steps
-            halted = is_last
-            if hp.halting != "none" and hp.halt_max_steps > 1:
-                wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
-                min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
-                                                  torch.device("cpu"), self._exploration_rng()).to(labels.device)
-                halted = (is_last | wants_halt) & (steps >= min_steps)
-            target_q_cont = None
-            if hp.halting == "hrm" and hp.halt_max_steps > 1:
-                _, _, next_halt, next_cont = self.segment(x, new_state, targets)
-                target_q_cont = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont)))
+    @torch.no_grad()
+    def _halting(self, x: Tensor, new_state: dict[str, Tensor], targets: Tensor | None, labels: Tensor,
+                 q_halt: Tensor, q_cont: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Which slots halt after this segment, and HRM's Q-continue target: (steps, halted, target_q_cont)."""
+        hp = self.hparams
+        steps = self.carry.steps + 1
+        is_last = steps >= hp.halt_max_steps
+        halted = is_last
+        if hp.halting != "none" and hp.halt_max_steps > 1:
+            wants_halt = q_halt > q_cont if hp.halting == "hrm" else q_halt > 0
+            # exploration: with prob. ε a slot must run a random minimum number of segments before it may halt
+            min_steps = exploration_min_steps(labels.shape[0], hp.halt_exploration_prob, hp.halt_max_steps,
+                                              torch.device("cpu"), self._exploration_rng()).to(labels.device)
+            halted = (is_last | wants_halt) & (steps >= min_steps)
+        target_q_cont = None
+        if hp.halting == "hrm" and hp.halt_max_steps > 1:
+            # Q-learning bootstrap: the value of continuing is the next segment's best Q (only halting at the last)
+            _, _, next_halt, next_cont = self.segment(x, new_state, targets)
+            target_q_cont = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont)))
+        return steps, halted, target_q_cont
 
+    def _losses(self, logits: Tensor, labels: Tensor, q_halt: Tensor, q_cont: Tensor, target_q_cont: Tensor | None,
+                aux_losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's loss (LM + ½ halt BCE + ½ continue BCE, per sequence, plus the core's own terms) and its
+        parts for logging: lm_loss, q_halt_loss (sums over the batch), counts, correct and seq_correct."""
+        hp = self.hparams
         per_token = token_loss(hp.loss, logits, labels, self.loss_dtype)
         lm_loss = sequence_mean(per_token, labels).sum()
         with torch.no_grad():
@@ -279,35 +281,37 @@ class PuzzleTask(L.LightningModule):
             counts = mask.sum(-1)
             correct = mask & (logits.argmax(-1) == labels)
             seq_correct = correct.sum(-1) == counts
+        # the halt head learns to predict whether the current answer is already exactly right
         q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, seq_correct.to(q_halt.dtype), reduction="sum")
         total = lm_loss + 0.5 * q_halt_loss.to(lm_loss.dtype)
         if target_q_cont is not None:
             q_cont_loss = F.binary_cross_entropy_with_logits(q_cont, target_q_cont, reduction="sum")
             total = total + 0.5 * q_cont_loss.to(lm_loss.dtype)
-        b = labels.shape[0]
-        loss = total / b  # DDP averages over ranks: the gradient is "sum over global batch / global batch"
+        # DDP averages over ranks: the gradient is "sum over global batch / global batch"
+        loss = total / labels.shape[0]
         for value in aux_losses.values():  # the core's own terms (e.g. a KL), already batch means
             loss = loss + value.to(loss.dtype)
+        return loss, {"lm_loss": lm_loss, "q_halt_loss": q_halt_loss, "counts": counts, "correct": correct,
+                      "seq_correct": seq_correct}
 
-        carry.state, carry.steps, carry.halted = new_state, steps, halted
-        self.last_act = {"steps": steps, "halted": halted, "q_halt": q_halt.detach(), "q_continue": q_cont.detach(),
-                         "seq_correct": seq_correct, "target_q_continue": target_q_cont}
-        logging = step_logging(self, batch_idx)  # per-step values only on steps whose values somebody reads
-        with torch.no_grad():
-            done = halted & (counts > 0)
-            # every step: the halted-only metrics average over all sequences halted since the last logged row
-            self._accumulate_halted(done, correct.sum(-1).float() / counts.clamp_min(1), seq_correct,
-                                    (q_halt >= 0) == seq_correct, steps)
-            row = {"train/loss": loss.detach().float(), "train/lm_loss": (lm_loss.detach() / b).float(),
-                   "train/q_halt_loss": q_halt_loss.detach() / b, "train/halted_frac": done.float().mean()}
-            if logging != "all":
-                stash_late_row(self, row)
-                return loss
-            self.log_dict(row, prog_bar=False, on_step=True, on_epoch=False)
-            if aux_losses:
-                self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in aux_losses.items()}, on_step=True,
-                              on_epoch=False)
-        return loss
+    @torch.no_grad()
+    def _log_training_step(self, loss: Tensor, parts: dict[str, Tensor], aux_losses: dict[str, Tensor],
+                           halted: Tensor, steps: Tensor, q_halt: Tensor, batch_idx: int) -> None:
+        """Accumulate the halted-only metrics every step; log the step's row only when somebody reads it."""
+        logging = step_logging(self, batch_idx)
+        counts, seq_correct = parts["counts"], parts["seq_correct"]
+        b = counts.shape[0]
+        done = halted & (counts > 0)
+        # every step: the halted-only metrics average over all sequences halted since the last logged row
+        self._accumulate_halted(done, parts["correct"].sum(-1).float() / counts.clamp_min(1), seq_correct,
+                                (q_halt >= 0) == seq_correct, steps)
+        row = {"train/loss": loss.detach().float(), "train/lm_loss": (parts["lm_loss"].detach() / b).float(),
+               "train/q_halt_loss": parts["q_halt_loss"].detach() / b, "train/halted_frac": done.float().mean()}
+        if logging != "all":
+            stash_late_row(self, row)
+            return
+        self.log_dict(row, prog_bar=False, on_step=True, on_epoch=False)
+        self._log_aux(aux_losses)
 
     def _accumulate_halted(self, done: Tensor, token_acc: Tensor, exact: Tensor, q_halt_correct: Tensor,
                            steps: Tensor) -> None:
@@ -322,7 +326,7 @@ class PuzzleTask(L.LightningModule):
         """On the steps the trainer writes a row: accuracy, halting accuracy and segments of the sequences that
         halted since the last row. A row with no halted sequence leaves them out rather than logging a false 0
         (runs the Timer stops mid-interval, early steps before any sequence halts)."""
-        log_late_row(self)
+        super().on_train_batch_end(outputs, batch, batch_idx)
         sums = getattr(self, "_halted_sums", None)
         # Lightning's own "this step writes a row" test (log_every_n_steps, or should_stop set by a callback such as
         # the Timer before this hook runs); there is no public equivalent in lightning 2.6.
@@ -352,20 +356,19 @@ class PuzzleTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total = self._total_steps(1)
         if not math.isfinite(total):  # a time budget only (max_steps=-1): the cosine needs a known length
             if hp.lr_min_ratio != 1.0:
                 raise ValueError("lr_min_ratio < 1 (cosine decay) needs a finite trainer.max_steps")
             total = 1
         total = max(1, int(total))
         schedule = lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.lr_min_ratio)  # noqa: E731
-        main = AdamATan2(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        main = self._main_optimizer()
         if self.puzzle_emb is not None:
             self._emb_opt = SparseSignSGD([self.puzzle_emb], lr=hp.puzzle_emb_lr,
                                           weight_decay=hp.puzzle_emb_weight_decay)
             self._emb_sched = torch.optim.lr_scheduler.LambdaLR(self._emb_opt, schedule)
-        sched = torch.optim.lr_scheduler.LambdaLR(main, schedule)
-        return {"optimizer": main, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self._per_step(main, schedule)
 
     def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Optimizers this task steps itself, beside Lightning's (for ``hrmkit.callbacks.LearningRates``)."""
@@ -400,7 +403,7 @@ class PuzzleTask(L.LightningModule):
             self._act_rng.set_state(rng)
 
     def on_fit_start(self) -> None:
-        fresh_metric_states(self)
+        super().on_fit_start()
         pending = getattr(self, "_pending_emb_state", None)
         if pending and pending[0] is not None and self._emb_opt is not None:
             self._emb_opt.load_state_dict(pending[0])
@@ -555,3 +558,30 @@ class PuzzleTask(L.LightningModule):
         note = " incl. the Q-target pass" if bootstrap else ""
         return (f"{format_flops(per_token * tokens)} per sample per segment ({tokens} positions{note}; App. A: "
                 "heads and attention scores not counted)")
+
+
+def _check_settings(core: RecursiveCore, halting: str, halt_max_steps: int, num_samples: int, vote: str,
+                    loss_dtype: str) -> None:
+    """Refuse PuzzleTask settings that cannot work, naming the argument."""
+    if halting not in ("hrm", "trm", "none"):
+        raise ValueError(f"halting must be 'hrm', 'trm' or 'none', got {halting!r}")
+    if halt_max_steps < 1:
+        raise ValueError(f"halt_max_steps must be >= 1, got {halt_max_steps}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if num_samples > 1 and not core.stochastic:
+        raise ValueError(f"num_samples={num_samples} needs a stochastic core, but {type(core).__name__} is "
+                         "deterministic (every trajectory would be identical); use num_samples=1")
+    if vote not in VOTE_RULES:
+        raise ValueError(f"vote must be one of {VOTE_RULES}, got {vote!r}")
+    if loss_dtype not in _LOSS_DTYPES:
+        raise ValueError(f"loss_dtype must be 'float64' or 'float32', got {loss_dtype!r}")
+
+
+def _halting_head(d: int) -> nn.Linear:
+    """The Q head (halt, continue) over the first prefix position, biased so nothing halts early at first."""
+    head = nn.Linear(d, 2, bias=True)
+    with torch.no_grad():  # Q values start near 0 and equal, so nothing halts early at initialisation
+        head.weight.zero_()
+        head.bias.fill_(-5.0)
+    return head

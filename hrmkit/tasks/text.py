@@ -23,14 +23,13 @@ import math
 from functools import partial
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from hrmkit.callbacks.summary import format_flops, use_flops_summary
-from hrmkit.cores.base import RecursiveCore, core_from_config
+from hrmkit.callbacks.summary import format_flops
+from hrmkit.cores.base import RecursiveCore
 from hrmkit.cores.flops import core_flops_per_token
 from hrmkit.errors import HrmkitInputError
 from hrmkit.nn.attention import plan_wanted
@@ -39,13 +38,10 @@ from hrmkit.nn.backends import with_plan
 from hrmkit.nn.cache import KVCache
 from hrmkit.nn.init import trunc_normal_
 from hrmkit.nn.linear import Linear
-from hrmkit.optim import AdamATan2
 from hrmkit.optim.schedules import warmup_constant, warmup_cosine
-from hrmkit.parallel import parallelize
 from hrmkit.registry import TASKS
-from hrmkit.tasks.metrics import fresh_metric_states
-from hrmkit.tasks.step_logging import log_late_row, stash_late_row, step_logging
-from hrmkit.transfer import configure_init
+from hrmkit.tasks.base import Task
+from hrmkit.tasks.step_logging import stash_late_row, step_logging
 
 Objective = Literal["response", "full"]
 AttentionKind = Literal["prefixlm", "causal"]
@@ -55,7 +51,7 @@ _BATCH_KEYS = ("input_ids", "labels", "position_ids", "cu_seqlens", "prefix_lens
 
 
 @TASKS.register("TextTask")
-class TextTask(L.LightningModule):
+class TextTask(Task):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, objective: Objective = "response",
                  attention: AttentionKind = "prefixlm", lr: float = 2.2e-4, betas: tuple[float, float] = (0.9, 0.95),
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
@@ -95,8 +91,7 @@ class TextTask(L.LightningModule):
                 ``fullgraph``, ``dynamic``). A strategy preset that compiles already wins (no double compile).
         """
         super().__init__()
-        if isinstance(core, dict):  # reloaded from a checkpoint's hyper-parameters
-            core = core_from_config(core)
+        core = self._core_from(core)
         if objective not in ("response", "full"):
             raise ValueError(f"TextTask.objective must be 'response' or 'full', got {objective!r}")
         if attention not in ("prefixlm", "causal"):
@@ -108,8 +103,7 @@ class TextTask(L.LightningModule):
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"TextTask.schedule must be 'constant' or 'cosine', got {schedule!r}")
         self.save_hyperparameters(ignore=["core"])
-        self.hparams["core"] = core.to_config()
-        self.core = core
+        self._adopt_core(core)
         d = core.hidden_size
         self.embed_scale = math.sqrt(d) if embedding_scale is None else float(embedding_scale)
         self.embed_tokens: nn.Embedding | None = None
@@ -134,10 +128,10 @@ class TextTask(L.LightningModule):
         self.lm_head = Linear(d, vocab_size, self.core.init, std=1.0 / math.sqrt(d))
         self.hparams["vocab_size"] = vocab_size
 
-    def configure_model(self) -> None:
-        """Size the embedding and LM head from the datamodule's ``vocab_size`` when not given, or check it; then
-        let the strategy preset shard / compile the model (:func:`hrmkit.parallel.parallelize`, idempotent)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+    def _configure_io(self) -> None:
+        """Size the embedding and LM head from the datamodule's ``vocab_size`` when not given, or check it, and check
+        the longest stored document against the core's positions (``configure_model`` in :class:`Task`)."""
+        dm = self._datamodule()
         data_vocab = getattr(dm, "vocab_size", None)
         if self.embed_tokens is None:
             if data_vocab is None:
@@ -148,9 +142,6 @@ class TextTask(L.LightningModule):
             raise ValueError(f"TextTask.vocab_size={self.hparams.vocab_size} but the datamodule's tokenizer has "
                              f"{data_vocab} tokens; leave vocab_size unset to take it from the data")
         self._check_core_length(getattr(dm, "longest_sample", None), getattr(dm, "data_dir", "the dataset"))
-        configure_init(self)
-        parallelize(self, compile=self.hparams.compile)  # FSDP2 sharding / torch.compile (hrmkit.parallel)
-        use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
     def _check_core_length(self, longest: int | None, where: str) -> None:
         """Refuse, before any step, a dataset whose longest document has more tokens than the core's RoPE table
@@ -273,12 +264,6 @@ class TextTask(L.LightningModule):
             return value
         return trainer.strategy.reduce(value, reduce_op="mean")
 
-    def on_fit_start(self) -> None:
-        fresh_metric_states(self)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        log_late_row(self)  # a row Lightning writes after all (a callback stopped the run at this batch)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logging = step_logging(self, batch_idx)  # metrics only on steps whose values somebody reads
         r = self._step(batch, metrics=logging == "all")
@@ -299,9 +284,7 @@ class TextTask(L.LightningModule):
             self.log_dict({"train/token_acc": r["correct"].float() / n,
                            "train/exact_acc": r["exact"].float() / r["samples"].clamp_min(1),
                            "train/tokens": r["count"].float()}, on_step=True, on_epoch=False)
-            if r["aux"]:
-                self.log_dict({f"train/aux/{k}": v.detach().float() for k, v in r["aux"].items()}, on_step=True,
-                              on_epoch=False)
+            self._log_aux(r["aux"])
         return loss
 
     def headline(self, batch: dict[str, Any]) -> tuple[str, Tensor, Tensor]:
@@ -365,15 +348,13 @@ class TextTask(L.LightningModule):
         if hp.schedule == "constant":
             fn = partial(warmup_constant, warmup_steps=hp.warmup_steps)
         else:
-            total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+            total = self._total_steps(float("inf"))
             if not math.isfinite(total):
                 raise ValueError("TextTask(schedule='cosine') needs a finite trainer.max_steps or max_epochs to know "
                                  "where the cosine ends")
             fn = partial(warmup_cosine, warmup_steps=hp.warmup_steps, total_steps=max(1, int(total)),
                          min_ratio=hp.min_lr_ratio)
-        opt = AdamATan2(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self._per_step(self._main_optimizer(), fn)
 
 
 class SumRatio(Metric):
