@@ -60,6 +60,7 @@ def write_completion_marker(directory: str | os.PathLike) -> None:
         json.dump({"format": 1, "files": files}, f, indent=0)
         f.flush()
         os.fsync(f.fileno())
+    # the new directory entries (marker, shards in ema/) survive a power cut only once their folders are synced too
     for folder in {marker.parent} | {(directory / name).parent for name in files}:
         _fsync(folder)
 
@@ -89,6 +90,7 @@ def check_sharded(directory: str | os.PathLike) -> None:
         if actual != size:
             raise CheckpointError(f"{path}: shard is {actual} bytes, the checkpoint's marker says {size}: it is "
                                   "truncated or was overwritten; use an earlier checkpoint")
+    # sizes alone miss a crafted index of the right length: parse each with the allowlist before any rank unpickles
     for index in sorted(name for name in files if Path(name).name == ".metadata"):
         read_index(directory / index)
 
@@ -153,9 +155,11 @@ def replace_directory(tmp: Path, target: Path) -> None:
     """Put the finished ``tmp`` at ``target``. An existing ``target`` (``last.ckpt``) is swapped atomically where
     the kernel allows it, else moved aside first; the old one is deleted only once the new one is in place."""
     if target.exists() or target.is_symlink():
-        if _exchange(tmp, target):
+        if _exchange(tmp, target):  # after the swap ``tmp`` holds the old checkpoint: delete it
             shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
         else:
+            # no swap: the old one waits aside under a hidden name with the writer's token (so remove_stale_temps
+            # clears it if this process dies here) and is deleted only once the new one is in place
             aside = target.with_name(f".{target.name}.old{TEMP_INFIX}{tmp.name.rsplit(TEMP_INFIX, 1)[-1]}")
             os.replace(target, aside)
             os.replace(tmp, target)
@@ -179,6 +183,6 @@ def pid_alive(pid: int) -> bool:
 def remove_stale_temps(folder: Path) -> None:
     """Delete the hidden temporary checkpoint directories in ``folder`` whose writer (the pid in the token) is gone."""
     for stale in folder.glob(f".*{TEMP_INFIX}*"):
-        pid = stale.name.rsplit(TEMP_INFIX, 1)[-1].split("-", 1)[0]
+        pid = stale.name.rsplit(TEMP_INFIX, 1)[-1].split("-", 1)[0]  # the token starts with the writer's pid
         if stale.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)

@@ -238,12 +238,12 @@ class PuzzleTask(Task):
         slots), the labels and, for cores that read them, the embedded targets."""
         batch = {k: v for k, v in batch.items() if k in ("inputs", "labels", "puzzle_identifiers", "tag", "valid")}
         if self.carry is None or self.carry.halted.shape[0] != batch["inputs"].shape[0]:
-            self.carry = ACTCarry.empty(batch)
+            self.carry = ACTCarry.empty(batch)  # starts all-halted, so the refill below takes the whole batch
         carry = self.carry
-        carry.refill(batch)
+        carry.refill(batch)  # only halted slots take a new puzzle; busy ones keep theirs (and their step count)
         data = carry.data
         x = self.embed(data["inputs"], data["puzzle_identifiers"])
-        state = carry.reset_state(self.core.initial_state(x))
+        state = carry.reset_state(self.core.initial_state(x))  # refilled slots restart from the initial state
         labels = data["labels"]
         targets = self.embed_targets(labels) if self.core.uses_targets else None
         return x, state, labels, targets

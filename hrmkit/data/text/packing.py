@@ -78,6 +78,7 @@ def pack_batch(samples: Sequence[Any], tokens_per_batch: int, pad_id: int) -> di
         input_ids[off:off + n] = ids
         positions[off:off + n] = np.arange(n)
         first = max(prefix, 1) - 1  # the last instruction token predicts the first response token
+        # position j predicts token j + 1 of the same sample: positions first..n-2; the last predicts nothing
         labels[off + first:off + n - 1] = ids[first + 1:]
         off += n
         cu.append(off)
@@ -143,7 +144,7 @@ class StreamPacker(Generic[Item]):
         if not self.pending:
             return []
         lengths = [self.length(x) for x in self.pending]
-        chosen = [0]
+        chosen = [0]  # the oldest waiting item always goes, so no sample waits forever behind longer ones
         room = self.capacity - lengths[0]
         for i in sorted(range(1, len(lengths)), key=lambda i: (-lengths[i], i)):
             if lengths[i] <= room:
@@ -181,7 +182,7 @@ def lpt_assign(lengths: Sequence[int], num_bins: int) -> tuple[list[list[int]], 
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     bins: list[list[int]] = [[] for _ in range(num_bins)]
     loads = [0] * num_bins
-    heap = [(0, b) for b in range(num_bins)]
+    heap = [(0, b) for b in range(num_bins)]  # (load, bin): ties pop the lower bin, so every rank plans the same
     for i in sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i)):
         load, b = heapq.heappop(heap)
         bins[b].append(i)
@@ -196,7 +197,7 @@ def multipack_step(lengths: Sequence[int], num_ranks: int, capacity: int) -> tup
     lo, hi = 0, len(lengths)
     best: list[list[int]] = [[] for _ in range(num_ranks)]
     while lo < hi:
-        mid = (lo + hi + 1) // 2
+        mid = (lo + hi + 1) // 2  # upper middle: ``lo = mid`` always moves; assumes fitting is monotone in the prefix
         bins, loads = lpt_assign(lengths[:mid], num_ranks)
         if max(loads) <= capacity:
             lo, best = mid, bins
@@ -214,6 +215,7 @@ def multipack_window(lengths: Sequence[int], start: int, num_ranks: int,
     n, end, total = len(lengths), start, 0
     if n - start < num_ranks:
         raise ValueError(f"only {n - start} samples left at position {start}, fewer than the {num_ranks} ranks")
+    # no step can hold more than capacity * num_ranks tokens, so LPT never needs to look further than that
     while end < n and total < capacity * num_ranks:
         total += int(lengths[end])
         end += 1
