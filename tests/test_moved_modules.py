@@ -48,14 +48,15 @@ def test_old_plot_path_still_has_the_command_and_the_drawing():
 
 
 def test_old_class_paths_resolve_for_yaml_and_checkpoints():
+    """jsonargparse resolves ``class_path`` strings with import_object: an old path gives the very same class."""
     import warnings
 
-    from jsonargparse import Namespace  # noqa: F401  (the parser resolves class paths with import_object)
     from jsonargparse._util import import_object
 
+    from hrmkit.commands.demo import TimeBudgetProgressBar
     from hrmkit.commands.lightning import HrmkitCLI
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         assert import_object("hrmkit.lightning_cli.HrmkitCLI") is HrmkitCLI
-    assert json.dumps(MOVED)  # the table is plain data (docs/architecture.md lists it)
+        assert import_object("hrmkit.demo.TimeBudgetProgressBar") is TimeBudgetProgressBar
