@@ -58,6 +58,7 @@ def test_no_import_cycles_lazy_imports_included():
     ("hrmkit.nn", "hrmkit.cores"), ("hrmkit.nn", "hrmkit.tasks"), ("hrmkit.cores", "hrmkit.tasks"),
     ("hrmkit.interop", "hrmkit.tasks"), ("hrmkit.transfer", "hrmkit.tasks"), ("hrmkit.callbacks", "hrmkit.tasks"),
     ("hrmkit.data", "hrmkit.tasks"), ("hrmkit.tasks", "hrmkit.commands"), ("hrmkit.tasks", "hrmkit.loading"),
+    ("hrmkit.pictures", "hrmkit.tasks"), ("hrmkit.pictures", "hrmkit.cores"), ("hrmkit.eval", "hrmkit.commands"),
 ])
 def test_imports_point_downward(lower, upper):
     graph = import_graph()
@@ -90,3 +91,12 @@ def test_no_function_over_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{mod}.{node.name} ({lines} lines, {path.name}:{node.lineno})")
     assert long == []
+
+
+LEAVES = ("hrmkit.dtypes", "hrmkit.errors", "hrmkit.distributed", "hrmkit.pictures.charts")
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_leaves_import_only_leaves(leaf):
+    """Helpers every layer may use stay at the bottom: they import no hrmkit module but other leaves."""
+    assert [m for m in import_graph().successors(leaf) if m not in LEAVES] == []
