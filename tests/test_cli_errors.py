@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SUDOKU = ROOT / "recipes/tiny/sudoku-hrm.yaml"
+TINY_SUDOKU = ROOT / "tests/recipes/sudoku-hrm.yaml"
 
 
 def run_hrmkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from hrmkit.cli import main
 from hrmkit.data.puzzles.sudoku import build_sudoku
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes/tiny/sudoku-hrm.yaml"
+RECIPE = ROOT / "tests/recipes/sudoku-hrm.yaml"
 
 
 @pytest.fixture(scope="module")

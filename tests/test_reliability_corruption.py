@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fit_args(data: Path, run: Path, max_steps: int) -> list[str]:
-    return ["fit", "-c", str(ROOT / "recipes/tiny/sudoku-hrm.yaml"), "--data.init_args.data_dir", str(data),
+    return ["fit", "-c", str(ROOT / "tests/recipes/sudoku-hrm.yaml"), "--data.init_args.data_dir", str(data),
             "--trainer.max_steps", str(max_steps), "--trainer.default_root_dir", str(run),
             "--trainer.logger", "false", "--trainer.enable_model_summary", "false",
             "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "0",
@@ -212,7 +212,7 @@ def test_validate_with_a_torn_checkpoint_is_a_clear_error(trained, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        main(["validate", "-c", str(ROOT / "recipes/tiny/sudoku-hrm.yaml"), "--data.init_args.data_dir", str(data),
+        main(["validate", "-c", str(ROOT / "tests/recipes/sudoku-hrm.yaml"), "--data.init_args.data_dir", str(data),
               "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(torn)])
     assert exit_info.value.code == 2
     assert "torn.ckpt: checkpoint is truncated or corrupt" in capsys.readouterr().err

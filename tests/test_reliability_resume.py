@@ -39,7 +39,7 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 
 
 TEXT_VOCAB = ["--model.init_args.vocab_size", "null", "--model.init_args.pad_id", "0"]  # from the dataset
-RECIPES = {"puzzle": "recipes/tiny/sudoku-hrm.yaml", "text": "recipes/tiny/text-hrm-B.yaml"}
+RECIPES = {"puzzle": "tests/recipes/sudoku-hrm.yaml", "text": "tests/recipes/text-hrm-B.yaml"}
 
 
 def fit_command(kind: str, data: Path, run: Path, kill_step: int = -1, signum: int = signal.SIGKILL,

@@ -55,7 +55,7 @@ class TextTask(Task):
     def __init__(self, core: RecursiveCore, vocab_size: int | None = None, objective: Objective = "response",
                  attention: AttentionKind = "prefixlm", lr: float = 2.2e-4, betas: tuple[float, float] = (0.9, 0.95),
                  weight_decay: float = 0.1, warmup_steps: int = 2000, schedule: Schedule = "constant",
-                 min_lr_ratio: float = 0.1, pad_id: int = 0, embedding_scale: float | None = None,
+                 min_lr_ratio: float = 0.1, pad_id: int | None = 0, embedding_scale: float | None = None,
                  init_from: str | None = None, freeze: list[str] | None = None, reinit: list[str] | None = None,
                  init_strict: bool = True, compile: bool | dict[str, Any] = False) -> None:
         """
@@ -77,7 +77,9 @@ class TextTask(Task):
             schedule: ``constant`` after warmup (pretraining) or ``cosine`` down to ``min_lr_ratio``·lr (SFT);
                 cosine needs a finite ``trainer.max_steps``/epochs.
             min_lr_ratio: cosine floor as a fraction of ``lr`` (ignored by ``constant``).
-            pad_id: the padding token id (used by generation and interop; padding is never supervised).
+            pad_id: the padding token id (used by generation and interop; padding is never supervised). None: the
+                datamodule's ``pad_id`` (0 without one), resolved in ``configure_model`` and saved like ``vocab_size``,
+                so a recipe that takes its vocabulary from the data (CPU derivations) fits any tokenizer.
             embedding_scale: embedding output multiplier; None = √d (HRM-Text). Imported HF configs may carry
                 another value (``embedding_scale = 1 / initializer_range``).
             init_from: start from a trained model's weights (not a resume: no optimizer or step state): a task
@@ -120,7 +122,7 @@ class TextTask(Task):
             raise ValueError(f"TextTask.vocab_size must be a positive integer, got {vocab_size}")
         vocab_size = int(vocab_size)
         pad_id = self.hparams.pad_id
-        if not 0 <= pad_id < vocab_size:
+        if pad_id is not None and not 0 <= pad_id < vocab_size:
             raise ValueError(f"TextTask.pad_id={pad_id} is outside the vocabulary [0, {vocab_size})")
         d = self.core.hidden_size
         self.embed_tokens = nn.Embedding(vocab_size, d)
@@ -133,6 +135,11 @@ class TextTask(Task):
         the longest stored document against the core's positions (``configure_model`` in :class:`Task`)."""
         dm = self._datamodule()
         data_vocab = getattr(dm, "vocab_size", None)
+        if self.hparams.pad_id is None:
+            self.hparams["pad_id"] = int(getattr(dm, "pad_id", 0))
+            if self.embed_tokens is not None and not 0 <= self.hparams.pad_id < self.hparams.vocab_size:
+                raise ValueError(f"TextTask.pad_id: the datamodule's pad_id {self.hparams.pad_id} is outside the "
+                                 f"vocabulary [0, {self.hparams.vocab_size})")
         if self.embed_tokens is None:
             if data_vocab is None:
                 raise ValueError("TextTask was built without vocab_size and the datamodule has no vocab_size to read "
@@ -177,7 +184,7 @@ class TextTask(Task):
     def embed_targets(self, labels: Tensor) -> Tensor:
         """Each position's next-token label embedded like an input (unsupervised positions as ``pad_id``): the
         teacher signal a core with ``uses_targets`` reads in training (e.g. an amortised posterior)."""
-        return self.embed(torch.where(labels == IGNORE, self.hparams.pad_id, labels))
+        return self.embed(torch.where(labels == IGNORE, self.hparams.pad_id or 0, labels))
 
     # -- batch plumbing -------------------------------------------------------------------------------------------
     @staticmethod
