@@ -42,7 +42,7 @@ import yaml
 
 from hrmkit.errors import HrmkitInputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (recipes/ and plugins/ are not part of the wheel)
 DEPTH_KEYS = ("H_layers", "L_layers", "num_layers")
 TEXT_TASKS = ("hrmkit.tasks.TextTask", "TextTask")
 PUZZLE_MODULES = ("hrmkit.data.PuzzleDataModule", "PuzzleDataModule")
@@ -164,7 +164,7 @@ def derive_cpu_run(recipe: Mapping[str, Any], *, steps: int = 4, seq_len: int = 
         for key, default in (("num_train", 4096), ("num_val", 512)):
             data[key] = _scaled(int(data.get(key, default)), f_budget)
     if "data_dir" in data:
-        data["data_dir"] = data_dir if data_dir is not None else _moved(str(data["data_dir"]), "data/")
+        data["data_dir"] = data_dir if data_dir is not None else _moved(_moved(str(data["data_dir"]), "data/"))
 
     out["trainer"] = _derive_trainer(out.get("trainer") or {}, steps, f_steps)
     return out
@@ -206,11 +206,7 @@ def _derive_trainer(trainer: dict[str, Any], steps: int, f_steps: float) -> dict
 def _moved(path: str, top: str = RUNS) -> str:
     """``runs/x`` -> ``runs/tiny/x`` (``top`` = ``data/``: ``data/x`` -> ``data/tiny/x``); other paths unchanged."""
     tiny = top + "tiny/"
-    if not path.startswith(top) or path.startswith(tiny):
-        return path
-    if top == RUNS and path.startswith("runs/transfer/cpu/data/"):  # a CPU recipe keeps its data beside its runs
-        return tiny + path[len(top):]
-    return tiny + path[len(top):]
+    return tiny + path[len(top):] if path.startswith(top) and not path.startswith(tiny) else path
 
 
 def twin_path(recipe: Path, root: str | Path = ROOT) -> Path:
