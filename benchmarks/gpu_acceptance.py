@@ -183,8 +183,8 @@ def check_compile(device: torch.device, dtype: torch.dtype, tokens: int) -> list
 # ------------------------------------------------------------------------------------------------- recipes
 def derive_recipe_run(recipe_path: Path, *, steps: int, data_dir: str, on_gpu: bool,
                       depth: int | None = 2) -> dict[str, Any]:
-    """HOOK for the lead (issue #13): ``recipe_path`` as one run on this machine, through the project's one recipe
-    derivation, ``hrmkit.recipes.derive_cpu_run`` (written by helper i13a; rewire here if it is renamed).
+    """``recipe_path`` as one run on this machine, through the project's one recipe derivation,
+    :func:`hrmkit.recipes.derive_cpu_run`.
 
     On a GPU the width, sequence and token budgets, batch, strategy preset, precision and callbacks stay as shipped;
     the run gets 1 GPU, ``steps`` steps, the vocabulary of the tiny dataset and ``depth`` blocks per stack (None: as
@@ -269,11 +269,8 @@ def check_recipe(name: str, kind: str, workdir: Path, data: Path, on_gpu: bool, 
     """Fit the derived run for ``steps`` steps (checkpointing on its shipped schedule, scaled), then
     ``--ckpt_path last`` to ``steps + more``: PASS when both exit 0 and the newest checkpoint is at the final step."""
     label = f"recipe {name}"
-    try:
-        config = derive_recipe_run(ROOT / "recipes" / f"{name}.yaml", steps=steps, data_dir=str(data), on_gpu=on_gpu,
-                                   depth=depth)
-    except ImportError as exc:
-        return Result(label, "FAIL", f"the recipe derivation is not wired in ({exc}); see derive_recipe_run")
+    config = derive_recipe_run(ROOT / "recipes" / f"{name}.yaml", steps=steps, data_dir=str(data), on_gpu=on_gpu,
+                               depth=depth)
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

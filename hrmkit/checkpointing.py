@@ -17,6 +17,7 @@ that the next ``--ckpt_path last`` trusts, and loading a checkpoint must never r
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import warnings
@@ -32,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hrmkit.errors import CheckpointError
-from hrmkit.sharded_checkpoints import COMPLETE_MARKER, REQUIRED_FILES, check_sharded, pid_alive
+from hrmkit.sharded_checkpoints import COMPLETE_MARKER, REQUIRED_FILES, check_sharded, pid_alive, read_sharded
 
 #: Globals a hrmkit/Lightning checkpoint may hold beyond what ``weights_only=True`` already allows.
 SAFE_GLOBALS: list[Any] = []
@@ -143,10 +144,16 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> d
 
 def load_task(cls: type[pl.LightningModule], path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``cls.load_from_checkpoint`` after :func:`check_checkpoint`, with ``weights_only=True`` (plus
-    :data:`SAFE_GLOBALS`): what every hrmkit command that reads a trained model uses."""
+    :data:`SAFE_GLOBALS`): what every hrmkit command that reads a trained model uses. ``path`` may be a sharded
+    (FSDP2) checkpoint directory: it is read on this process alone."""
     check_checkpoint(path)
+    source: Any = path
+    if is_sharded_dir(path):  # an FSDP2 run's directory: its full tensors, in the single-file layout
+        source = io.BytesIO()
+        torch.save(read_sharded(path), source)
+        source.seek(0)
     with _weights_only(path):
-        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        return cls.load_from_checkpoint(source, map_location=map_location, weights_only=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -171,7 +178,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(str(path).removeprefix("file://"), map_location)
 
 
-def _is_sharded_dir(path: Path) -> bool:
+def is_sharded_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a sharded (DCP) checkpoint directory, finished or not (an HF model directory is not)."""
+    path = Path(path)
     return path.is_dir() and any((path / name).exists() for name in (COMPLETE_MARKER, *REQUIRED_FILES))
 
 
@@ -188,7 +197,7 @@ def candidate_checkpoints(locations: Iterable[str | os.PathLike]) -> list[Path]:
     found: dict[Path, int] = {}
     for loc in locations:
         p = Path(loc)
-        if p.is_file() or _is_sharded_dir(p):
+        if p.is_file() or is_sharded_dir(p):
             entries = [p]  # the location is a checkpoint itself (an OnExceptionCheckpoint file or directory)
         else:
             entries = sorted(p.glob(f"*{CHECKPOINT_SUFFIX}")) if p.is_dir() else []

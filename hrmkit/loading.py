@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-from hrmkit.checkpointing import load_checkpoint_file, load_task
+from hrmkit.checkpointing import is_sharded_dir, load_checkpoint_file, load_task
 from hrmkit.errors import HrmkitInputError
 from hrmkit.interop.hf_hrm_text import load_into, read_hf
 from hrmkit.registry import TASKS, load_plugins
@@ -29,7 +29,7 @@ T = TypeVar("T", bound=pl.LightningModule)
 def is_hf_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` names an HF model directory (or one of its two files) rather than a checkpoint file."""
     p = Path(path)
-    return p.is_dir() or p.name in ("config.json", "model.safetensors")
+    return (p.is_dir() and not is_sharded_dir(p)) or p.name in ("config.json", "model.safetensors")
 
 
 def load_hf(path: str | os.PathLike, fused_qkv: bool = True, **task_kwargs: Any) -> TextTask:
@@ -56,7 +56,7 @@ def load(path: str | os.PathLike, task: type[T] | None = None, map_location: Any
     """Any hrmkit task from a Lightning checkpoint (``.ckpt``) or an HF ``hrm_text`` directory.
 
     Args:
-        path: the checkpoint file or HF directory.
+        path: the checkpoint file, a sharded (FSDP2) checkpoint directory, or an HF directory.
         task: the task class the caller needs (e.g. ``PuzzleTask``); default: whichever class the checkpoint's
             hyper-parameters fit.
         map_location: where the tensors go (``load_from_checkpoint``'s argument).
@@ -65,10 +65,13 @@ def load(path: str | os.PathLike, task: type[T] | None = None, map_location: Any
     if is_hf_dir(p):
         model: pl.LightningModule = load_hf(p)
     else:
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} does not exist (expected a checkpoint file or an HF model directory)")
+        sharded = is_sharded_dir(p)  # an FSDP2 run's DCP directory: hyper-parameters in its meta.pt
+        if not (p.is_file() or sharded):
+            raise FileNotFoundError(f"{p} does not exist (expected a checkpoint file, a sharded checkpoint directory "
+                                    "or an HF model directory)")
         load_plugins()  # plugin cores (and tasks) named in the hyper-parameters must be importable
-        hparams = load_checkpoint_file(p, map_location="cpu").get("hyper_parameters") or {}
+        hparams = load_checkpoint_file(p / "meta.pt" if sharded else p, map_location="cpu").get(
+            "hyper_parameters") or {}
         cls = TASKS.get(task_class_for(dict(hparams), str(p)))  # checked before building, for a clear refusal
         if task is not None and not issubclass(cls, task):
             raise HrmkitInputError(f"{p}: holds a {cls.__name__}, but this command needs a {task.__name__}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
 import json
 import os
 import pickle
@@ -186,3 +187,57 @@ def remove_stale_temps(folder: Path) -> None:
         pid = stale.name.rsplit(TEMP_INFIX, 1)[-1].split("-", 1)[0]  # the token starts with the writer's pid
         if stale.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def dcp_load(state: dict[str, Any], path: Path, no_dist: bool = False) -> None:
+    """``torch.distributed.checkpoint.load`` that never runs code from the checkpoint: the index is read with
+    :func:`~hrmkit.sharded_checkpoints.read_index` and the non-tensor entries (optimizer ``param_groups``) with
+    ``weights_only=True`` (PyTorch's reader and planner unpickle both without restriction; tensors it already loads
+    weights-only). ``no_dist``: read on this process alone, without collectives (any rank, any world size)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+    class Reader(dcp.FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+            metadata = read_index(self._get_metadata_path(kwargs.get("rank")))
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            safe = torch.load(value, weights_only=True)  # re-serialised: what the base class unpickles is ours
+            buffer = io.BytesIO()
+            torch.save(safe, buffer)
+            buffer.seek(0)
+            super().load_bytes(read_item, buffer)
+
+    dcp.load(state, storage_reader=Reader(str(path)), planner=Planner(), no_dist=no_dist)
+
+def read_sharded(directory: str | os.PathLike) -> dict[str, Any]:
+    """A finished sharded checkpoint as the dict a single-file one holds (``meta.pt``'s entries plus a full
+    ``state_dict``), read on this process alone: what ``init_from`` and ``hrmkit.load`` need from an FSDP2 run.
+
+    Only the model tensors are read (the optimizer shards and the EMA's stay on disk); the directory is checked first
+    (:func:`check_sharded`), and nothing is unpickled beyond tensors, primitives and DCP's index classes."""
+    import torch
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    directory = Path(directory)
+    check_sharded(directory)
+    try:
+        meta = torch.load(directory / "meta.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable meta.pt is the same error to the user
+        raise CheckpointError(f"{directory / 'meta.pt'}: unreadable ({type(e).__name__}: {e})") from None
+    prefix = "state_dict."
+    tensors = {key[len(prefix):]: torch.empty(tuple(item.size), dtype=item.properties.dtype)
+               for key, item in read_index(directory / ".metadata").state_dict_metadata.items()
+               if key.startswith(prefix) and isinstance(item, TensorStorageMetadata)}
+    if not tensors:
+        raise CheckpointError(f"{directory}: the sharded checkpoint holds no model tensors ('state_dict.*')")
+    state = {"state_dict": tensors}
+    dcp_load(state, directory, no_dist=True)
+    return {**(meta if isinstance(meta, dict) else {}), "state_dict": state["state_dict"]}

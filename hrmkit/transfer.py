@@ -32,11 +32,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from hrmkit.checkpointing import atomic_torch_save, load_checkpoint_file
+from hrmkit.checkpointing import atomic_torch_save, is_sharded_dir, load_checkpoint_file
 from hrmkit.cores.base import RecursiveCore
 from hrmkit.errors import HrmkitInputError
 from hrmkit.interop.hf_hrm_text import read_hf
 from hrmkit.registry import TASKS
+from hrmkit.sharded_checkpoints import read_sharded
 
 CORE_PREFIX = "core."
 
@@ -121,14 +122,18 @@ def task_class_for(hparams: dict[str, Any], where: str) -> str:
 
 
 def read_source(path: str | os.PathLike) -> TransferSource:
-    """Read a Lightning ``.ckpt`` of an hrmkit task, or an HF ``hrm_text`` directory, on the CPU."""
+    """Read a Lightning ``.ckpt`` of an hrmkit task (a file, or an FSDP2 run's sharded directory), or an HF
+    ``hrm_text`` directory, on the CPU."""
     p = Path(path)
-    if p.is_dir() or p.name in ("config.json", "model.safetensors"):
+    if is_sharded_dir(p):  # an FSDP2 run's DCP directory: gathered into full tensors on this process
+        ckpt: Any = read_sharded(p)
+    elif p.is_dir() or p.name in ("config.json", "model.safetensors"):
         hf = read_hf(p)
         return TransferSource(str(p), "TextTask", hf.core.to_config(), hf.state)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such checkpoint file or HF model directory")
-    ckpt = load_checkpoint_file(p, map_location="cpu")  # torn files and pickled code are refused by name
+    elif not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint file, sharded checkpoint directory or HF model directory")
+    else:
+        ckpt = load_checkpoint_file(p, map_location="cpu")  # torn files and pickled code are refused by name
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise TransferError(f"{p}: a Lightning checkpoint needs a 'state_dict' entry; found keys "
                             f"{sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}")

@@ -79,9 +79,11 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(argv: list[str], cwd: Path, log: Path, devices: int = 1, timeout: float = 600.0) -> Run:
+def run(argv: list[str], cwd: Path, log: Path, devices: int = 1, timeout: float | None = None) -> Run:
     """``hrmkit <argv>`` in ``cwd`` on ``devices`` processes; waits for every rank (killing stragglers after
-    ``timeout`` seconds: a rank that died leaves its peers blocked in a collective)."""
+    ``timeout`` seconds, default ``$HRMKIT_RUN_TIMEOUT`` or 600: a rank that died leaves its peers blocked in a
+    collective)."""
+    timeout = float(timeout if timeout is not None else os.environ.get("HRMKIT_RUN_TIMEOUT", 600))
     ctx = _context()
     base = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}
     if devices > 1:

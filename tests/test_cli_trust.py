@@ -12,7 +12,7 @@ import yaml
 from hrmkit.cli import COMMANDS, LIGHTNING_SUBCOMMANDS, command_line_spelling, main
 
 ROOT = Path(__file__).resolve().parents[1]
-TRM_RECIPE = ROOT / "recipes/tiny/sudoku-trm-mlp.yaml"
+TRM_RECIPE = ROOT / "tests/recipes/sudoku-trm-mlp.yaml"
 
 
 def printed_config(capsys, *args: str) -> dict:

@@ -36,8 +36,8 @@ def test_sudoku_predict_writes_jsonl_next_to_the_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "sudoku"
     build_sudoku(str(data), train_size=8, test_size=5, levels=["easy"], num_aug=1, seed=0)
-    ckpt = _fit("recipes/tiny/sudoku-hrm.yaml", data, tmp_path / "run")
-    _predict("recipes/tiny/sudoku-hrm.yaml", data, ckpt)
+    ckpt = _fit("tests/recipes/sudoku-hrm.yaml", data, tmp_path / "run")
+    _predict("tests/recipes/sudoku-hrm.yaml", data, ckpt)
     out = ckpt.parent.parent / f"predictions-{ckpt.stem}.jsonl"
     rows = _records(out)
     assert len(rows) == 5  # the padded rows of the last evaluation batch are left out
@@ -48,7 +48,7 @@ def test_sudoku_predict_writes_jsonl_next_to_the_run(tmp_path, monkeypatch):
         assert "judge" not in row  # Sudoku has one answer: no judge
     assert not list(out.parent.glob(".predictions*"))  # the temporary file was renamed into place
 
-    _predict("recipes/tiny/sudoku-hrm.yaml", data, ckpt, "--trainer.callbacks+=hrmkit.callbacks.PredictionWriter",
+    _predict("tests/recipes/sudoku-hrm.yaml", data, ckpt, "--trainer.callbacks+=hrmkit.callbacks.PredictionWriter",
              "--trainer.callbacks.format", "csv", "--trainer.callbacks.output_dir", str(tmp_path / "csv"))
     with (tmp_path / "csv" / f"predictions-{ckpt.stem}.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -59,8 +59,8 @@ def test_maze_predict_records_the_shortest_path_judge(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "maze"
     build_maze(str(data), train_size=8, test_size=4, size=10, min_path_len=4, num_loops=2, seed=0)
-    ckpt = _fit("recipes/tiny/maze-hrm.yaml", data, tmp_path / "run")
-    _predict("recipes/tiny/maze-hrm.yaml", data, ckpt)
+    ckpt = _fit("tests/recipes/maze-hrm.yaml", data, tmp_path / "run")
+    _predict("tests/recipes/maze-hrm.yaml", data, ckpt)
     rows = _records(ckpt.parent.parent / f"predictions-{ckpt.stem}.jsonl")
     assert len(rows) == 4
     for row in rows:

@@ -49,8 +49,10 @@ def test_every_recipe_is_covered_and_every_twin_is_its_derivation():
                      "text-gsm-symbolic-cpu", "reverse-hrm-tiny", "transfer/gsm-text-hrm", "transfer/cpu/gsm-text",
                      "plugins/hrmkit-gram/recipe", "plugins/hrmkit-gated-loop/recipe"):
         assert expected in names
-    assert len(names) == len(list((ROOT / "recipes").rglob("*.yaml"))) - len(list((ROOT / "recipes/tiny").rglob(
-        "*.yaml"))) + 2
+    every = {p for p in (ROOT / "recipes").rglob("*.yaml")}
+    twins, lm_eval = set((ROOT / "recipes/tiny").rglob("*.yaml")), set((ROOT / "recipes/lm-eval").rglob("*.yaml"))
+    assert lm_eval, "recipes/lm-eval holds the lm-evaluation-harness task files (tests/test_lm_eval.py)"
+    assert {p for p in RECIPES if p.is_relative_to(ROOT / "recipes")} == every - twins - lm_eval
     assert write_twins(check=True) == [], "recipes/tiny/ drifted from the recipes: run `python -m hrmkit.recipes`"
     twins = {p.resolve() for p in (ROOT / "recipes/tiny").rglob("*.yaml")}
     assert twins == {twin_path(p).resolve() for p in RECIPES}, "a twin without a recipe (or the reverse)"
@@ -216,7 +218,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 # Parents first, so their children's init_from exists (the order of RECIPES is alphabetical otherwise).
-PARENTS = {"sft-hrm-XL": "text-hrm-B", "transfer/gsm-text-hrm": "transfer/sudoku-symbolic-hrm",
+PARENTS = {"sft-hrm-XL": "text-hrm-XL-16xH100", "transfer/gsm-text-hrm": "transfer/sudoku-symbolic-hrm",
            "transfer/sudoku-text-hrm": "transfer/sudoku-symbolic-hrm", "transfer/cpu/gsm-text":
            "transfer/cpu/sudoku-symbolic", "transfer/cpu/sudoku-text": "transfer/cpu/sudoku-symbolic"}
 ORDERED = sorted(zip(IDS, RECIPES), key=lambda x: (x[0] in PARENTS, x[0]))
@@ -248,11 +250,7 @@ def test_derived_run_fits_is_killed_resumes_and_validates(name, recipe, tiny_dat
     data = tiny_data(kind) if kind else None
     init_from = config["model"]["init_args"].get("init_from")
     if name in PARENTS:
-        parent = yaml.safe_load(twin_path(RECIPES[IDS.index(PARENTS[name])]).read_text())
         assert init_from and (workdir / init_from).exists(), f"{PARENTS[name]} should have run first: {init_from}"
-        if (workdir / init_from).is_dir():  # FSDP2 parent (a DCP directory, which init_from cannot read yet: see
-            # test_init_from_reads_a_sharded_checkpoint): start from a single-file parent with the same derived core
-            init_from = str(_final_checkpoint(workdir, parent))
     logs = workdir / "logs" / name.replace("/", "_")
     logs.mkdir(parents=True, exist_ok=True)
     args = _fit_args(twin, data, config)
@@ -289,17 +287,6 @@ def test_derived_run_fits_is_killed_resumes_and_validates(name, recipe, tiny_dat
     assert third.codes == [0] * devices, third.tail()
     assert "Validate metric" in third.log, third.tail()
     record(name, third)
-
-
-@pytest.mark.xfail(strict=True, reason="transfer.read_source takes a DCP checkpoint directory for an HF directory, "
-                   "so sft-hrm-XL cannot init_from the FSDP2 pretraining run it names (issue #13, reported)")
-def test_init_from_reads_a_sharded_checkpoint(workdir):
-    from hrmkit.transfer import read_source
-
-    sharded = workdir / "runs/tiny/text-hrm-XL-16xH100/checkpoints/last.ckpt"
-    if not sharded.is_dir():
-        pytest.skip("the derived text-hrm-XL-16xH100 run did not run in this session")
-    assert read_source(sharded).task == "TextTask"
 
 
 TIMES: dict[str, list[float]] = {}

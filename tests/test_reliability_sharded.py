@@ -10,6 +10,8 @@ a checkpoint every step) shares its processes between the assertions, beside an 
    both ranks stop after that step, the on-exception save writes a single file, exit 143;
 3. ``--ckpt_path last`` resumes from that file to the end: weights, optimizer, schedulers and EMA are bitwise those
    of the uninterrupted run (which saved single files on 2 processes throughout);
+   an intact sharded checkpoint read on one process (``init_from``'s ``read_source``, ``hrmkit.load``) holds the
+   uninterrupted run's tensors at that step;
 4. an explicit ``--ckpt_path`` to the torn checkpoint ends in one ``hrmkit: error:`` naming the shard, exit 2, no
    traceback.
 """
@@ -30,7 +32,9 @@ from hrmkit.checkpointing import check_checkpoint, load_checkpoint_file
 from hrmkit.data.text import build_text
 from hrmkit.data.text.tokenizer import train_bpe
 from hrmkit.errors import CheckpointError
+from hrmkit.loading import load
 from hrmkit.sharded_checkpoints import COMPLETE_MARKER
+from hrmkit.transfer import read_source
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reliability_resume import assert_equal  # noqa: E402
@@ -136,6 +140,14 @@ def test_sharded_checkpoints_resume_exactly_and_torn_ones_are_skipped(text_data,
         for key in ("state_dict", "optimizer_states", "lr_schedulers", "ema"):
             assert_equal(expected[key], got[key], key)
 
+        # a sharded checkpoint read on one process (init_from, hrmkit.load): the reference's tensors at that step
+        at_two = load_checkpoint_file(step_checkpoint(tmp_path / "reference/checkpoints", 2))["state_dict"]
+        source = read_source(saved[2])
+        assert source.task == "TextTask" and source.core_config == load_checkpoint_file(
+            step_checkpoint(tmp_path / "reference/checkpoints", 2))["hyper_parameters"]["core"]
+        assert_equal(at_two, source.state, "read_source")
+        assert_equal(at_two, load(saved[2]).state_dict(), "hrmkit.load")
+
         # 4. the torn checkpoint named explicitly: one clear error on every rank, nothing else
         out = finish(explicit, 2)
         assert f"hrmkit: error: CheckpointError: {torn / '__1_0.distcp'}: shard is" in out, out[-3000:]
@@ -221,8 +233,7 @@ def test_sharded_checkpoints_are_read_without_running_code(tmp_path):
     import torch
     import torch.distributed.checkpoint as dcp
 
-    from hrmkit.parallel.sharded_load import dcp_load
-    from hrmkit.sharded_checkpoints import write_completion_marker
+    from hrmkit.sharded_checkpoints import dcp_load, write_completion_marker
 
     ckpt = tmp_path / "epoch=0-step=1.ckpt"
     saved = {"w": torch.arange(6.0), "param_groups": [{"lr": 0.1, "betas": (0.9, 0.95), "params": ["w"]}]}

@@ -125,7 +125,7 @@ def test_default_logger_is_an_explicit_csv_logger_without_tensorboard(monkeypatc
 def test_tiny_fit_raises_none_of_the_preventable_warnings(maze_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings(record=True) as caught:  # the filters in force, as in a real run
-        main(["fit", "-c", str(ROOT / "recipes/tiny/maze-hrm.yaml"), "--data.init_args.data_dir", str(maze_data),
+        main(["fit", "-c", str(ROOT / "tests/recipes/maze-hrm.yaml"), "--data.init_args.data_dir", str(maze_data),
               "--trainer.enable_model_summary", "false"])
     messages = [str(w.message) for w in caught]
     for text in ("tensorboardX", "`IterableDataset` has `__len__`", "smaller than the logging interval"):

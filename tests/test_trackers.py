@@ -11,7 +11,7 @@ from hrmkit.cli import main
 from hrmkit.data.puzzles.sudoku import build_sudoku
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes/tiny/sudoku-hrm.yaml"
+RECIPE = ROOT / "tests/recipes/sudoku-hrm.yaml"
 #: the callbacks of docs/cli.md "Trackers", every figure written at every step
 FIGURE_CALLBACKS = [
     "--trainer.callbacks+=hrmkit.callbacks.MagicNormHealth", "--trainer.callbacks.every_n_steps=1",

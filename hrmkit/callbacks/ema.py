@@ -169,6 +169,11 @@ class EMA(Callback):
         sums[1] = sums[1] + count.detach().double()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        name = getattr(pl_module, "headline_name", None)
+        if name is not None and self._scores_raw(trainer, pl_module) and name not in self._raw_sums:
+            # a rank whose share of a small validation split was empty still joins the reduction (else: a hang)
+            zero = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+            self._raw_sums[name] = [zero, zero]
         for name, (total, count) in self._raw_sums.items():
             total = trainer.strategy.reduce(total, reduce_op="sum")
             count = trainer.strategy.reduce(count, reduce_op="sum")

@@ -19,7 +19,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from hrmkit.callbacks.ema import EMA_CHECKPOINT_KEY
-from hrmkit.parallel.sharded_load import dcp_load
+from hrmkit.sharded_checkpoints import dcp_load
 
 EMA_DIR = "ema"
 

@@ -7,50 +7,21 @@ deep-credit warmup is at bp_steps=2 (the first steps of every pretraining run). 
 key list, asks only for the states that were saved, and leaves the other parameters without state, exactly as an
 uninterrupted run would have them (AdamATan2's bias correction counts from their first real gradient).
 
-Every DCP read goes through :func:`dcp_load`, which unpickles nothing beyond tensors, primitives and DCP's own
-index classes (guarantee #7 of docs/reliability.md).
+Every DCP read goes through :func:`~hrmkit.sharded_checkpoints.dcp_load`, which unpickles nothing beyond tensors,
+primitives and DCP's own index classes (guarantee #7 of docs/reliability.md).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hrmkit.sharded_checkpoints import read_index
+from hrmkit.sharded_checkpoints import dcp_load, read_index
 
 METADATA_FILE = "meta.pt"  # what Lightning's ModelParallelStrategy writes next to the shards
-
-
-def dcp_load(state: dict[str, Any], path: Path) -> None:
-    """``torch.distributed.checkpoint.load`` that never runs code from the checkpoint: the index is read with
-    :func:`~hrmkit.sharded_checkpoints.read_index` and the non-tensor entries (optimizer ``param_groups``) with
-    ``weights_only=True`` (PyTorch's reader and planner unpickle both without restriction; tensors it already loads
-    weights-only)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-
-    class Reader(dcp.FileSystemReader):
-        def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-            metadata = read_index(self._get_metadata_path(kwargs.get("rank")))
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    class Planner(DefaultLoadPlanner):
-        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-            safe = torch.load(value, weights_only=True)  # re-serialised: what the base class unpickles is ours
-            buffer = io.BytesIO()
-            torch.save(safe, buffer)
-            buffer.seek(0)
-            super().load_bytes(read_item, buffer)
-
-    dcp.load(state, storage_reader=Reader(str(path)), planner=Planner())
 
 
 def is_sharded_checkpoint(path: Path) -> bool:

@@ -294,11 +294,13 @@ class TextTask(Task):
             self._log_aux(r["aux"])
         return loss
 
+    headline_name = "val/loss"  # what :meth:`headline` scores (known on ranks that saw no validation batch)
+
     def headline(self, batch: dict[str, Any]) -> tuple[str, Tensor, Tensor]:
         """The headline validation metric on one batch as (name, sum, count), without touching metric state: the
         EMA callback scores the raw weights with it next to the EMA's ``val/loss``."""
         r = self._step(batch)
-        return "val/loss", r["ce_sum"].detach(), r["count"]
+        return self.headline_name, r["ce_sum"].detach(), r["count"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         r = self._step(batch)
