@@ -33,6 +33,10 @@ def _context() -> multiprocessing.context.ForkServerContext:
 
 
 def _child(argv: list[str], cwd: str, log: str, env: dict[str, str], timeout: float) -> None:
+    os.setpgid(0, 0)  # its own process group: the run's data workers are killed with it
+    # A forkserver child inherits the forkserver start method, so each DataLoader worker would be a fresh process
+    # importing torch; `hrmkit fit` from a shell forks its workers (Python's default on Linux), and so does this.
+    multiprocessing.set_start_method("fork", force=True)
     os.environ.update(env)
     os.chdir(cwd)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -102,11 +106,15 @@ def run(argv: list[str], cwd: Path, log: Path, devices: int = 1, timeout: float 
                 if used is not None:
                     cpu[p.pid] = used
             time.sleep(0.1)
-    finally:  # a timeout, or an interrupted test: no rank may outlive the run
+    finally:  # a timeout, or an interrupted test: no rank may outlive the run, nor any process a rank started
         for p in procs:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGKILL)
             p.join()
+            try:  # a SIGKILLed rank leaves its DataLoader workers and their forkserver behind otherwise
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     text = log.read_text() if log.is_file() else ""
     return Run([p.exitcode for p in procs], text, sum(cpu.values()), time.monotonic() - start)
 
