@@ -40,6 +40,7 @@ _LAZY = {
     "CONDITIONS": "hrmkit.data.text.tokenizer",
     "SPECIAL_TOKENS": "hrmkit.data.text.tokenizer",
     "Tokenizer": "hrmkit.data.text.tokenizer",
+    "char_level": "hrmkit.data.text.tokenizer",
     "TokenizerError": "hrmkit.data.text.tokenizer",
     "gpt2": "hrmkit.data.text.tokenizer",
     "load_tokenizer": "hrmkit.data.text.tokenizer",

@@ -278,6 +278,26 @@ def train_bpe(files: Sequence[str | os.PathLike], vocab_size: int, min_frequency
     return Tokenizer(backend, source="train_bpe:" + ",".join(str(Path(f).absolute()) for f in files))
 
 
+def char_level(texts: Iterable[str], unk_token: str = "<|unk|>") -> Tokenizer:
+    """A character-level tokenizer: one token per character of ``texts`` (newline and space included), the 31
+    special tokens first (ids 0..30), then ``unk_token``, then the characters in sorted order.
+
+    Why: digits, signs and grid cells stay single tokens, so a small model sees each digit at its own position
+    (BPE would merge ``123`` or `` 4`` into one opaque piece). A character outside the alphabet encodes as
+    ``unk_token``; decoding concatenates the pieces, so ``decode(encode(t)) == t`` for text over the alphabet.
+    """
+    tk = _backend()
+    alphabet = sorted({ch for text in texts for ch in text})
+    if not alphabet:
+        raise TokenizerError("char_level: the texts hold no characters; give the training texts")
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, unk_token, *alphabet])}
+    backend = tk.Tokenizer(tk.models.WordLevel(vocab, unk_token=unk_token))
+    # every character its own piece ([\s\S] also matches newlines)
+    backend.pre_tokenizer = tk.pre_tokenizers.Split(tk.Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = tk.decoders.Fuse()
+    return Tokenizer(backend, source=f"char_level:{len(alphabet)} characters")
+
+
 def load_tokenizer(spec: str | os.PathLike | Tokenizer) -> Tokenizer:
     """A tokenizer from a short description:
 

@@ -1,0 +1,92 @@
+"""The experiment scripts of benchmarks/experiments/ stay runnable: each runs at toy size in seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("reasoning_gym")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "benchmarks" / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_char_level_tokenizer_round_trips_and_survives_save(tmp_path):
+    from hrmkit.data.text import char_level, load_tokenizer
+
+    tok = char_level(["Solve this:\n1 _ 2", "-12 + 3 ="])
+    text = "1 _ 2\n-3 ="
+    ids = tok.encode(text)
+    assert len(ids) == len(text) and tok.decode(ids) == text
+    assert tok.pad_id == 0 and tok.encode("x") == [31]  # specials first, then <|unk|> for characters not seen
+    again = load_tokenizer(tok.save(tmp_path / "tokenizer.json"))
+    assert again.encode(text) == ids and again.decode(again.encode_prompt("1 2")) == "<|im_start|>1 2<|im_end|>"
+
+
+def test_gym_splits_are_disjoint_and_scored_by_the_task():
+    from hrmkit.data.text.reasoning_gym_tasks import scorer, task_records
+
+    train, held_out = task_records("chain_sum", 200, 50, seed=3)
+    assert len(train) == 200 and 0 < len(held_out) <= 50
+    assert not {r["instruction"] for r in train} & {r["instruction"] for r in held_out}
+    score = scorer("chain_sum")
+    assert score(held_out[0]["response"], held_out[0]) == 1.0
+    assert score("not a number", held_out[0]) < 1.0
+    with pytest.raises(ValueError, match="not a text-cpu preset"):
+        task_records("no_such_task", 1, 1)
+
+
+def test_text_cpu_script_writes_report_and_json_at_toy_size(tmp_path, one_thread):
+    report = tmp_path / "report"
+    args = ["--stage", "all", "--pilot_tasks", "number_sorting", "--pilot_steps", "2", "--task", "chain_sum",
+            "--steps", "3", "--seeds", "0,1", "--n_train", "32", "--n_test", "8", "--eval_every", "2",
+            "--curve_n", "4", "--work_dir", str(tmp_path / "work"), "--report_dir", str(report)]
+    _script("text_cpu").main(args)
+    data = json.loads((report / "text-cpu.json").read_text())
+    assert data["task"] == "chain_sum" and data["seeds"] == [0, 1] and data["steps"] == 3
+    assert 0.0 <= data["exact"] <= 1.0 and data["minutes"] > 0
+    assert [p["step"] for p in data["curve"]] == [2, 3]
+    assert [p["task"] for p in data["pilots"]] == ["number_sorting"]
+    assert data["summary"]["exact_min"] <= data["exact"] <= data["summary"]["exact_max"]
+    assert all(r["threads"] == 1 and len(r["load_before"]) == 3 for r in data["runs"])
+    md = (report / "text-cpu.md").read_text()
+    assert "benchmarks/experiments/text_cpu.py --stage all" in md and "| number_sorting |" in md
+    assert "![held-out exact during training](text-cpu.png)" in md and (report / "text-cpu.png").stat().st_size
+    # a later final-only run keeps the pilots and the command that produced them
+    _script("text_cpu").main([*args[:2], "--stage", "final", *args[8:]])
+    again = json.loads((report / "text-cpu.json").read_text())
+    assert [p["task"] for p in again["pilots"]] == ["number_sorting"] and len(again["commands"]) == 2
+
+
+def test_demo_task_text_runs_at_toy_size(tmp_path, capsys, one_thread):
+    from hrmkit.cli import main
+
+    main(["demo", "--task", "text", "--max_steps", "2", "--n_train", "32", "--n_test", "4",
+          "--out_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "hrmkit demo --task text" in out and "held-out mini_sudoku" in out and "exact over" in out
+
+
+def test_demo_task_rejects_unknown_names(capsys):
+    from hrmkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--task", "chess"])
+    assert "chess" in capsys.readouterr().err
