@@ -53,6 +53,22 @@ def test_gym_splits_are_disjoint_and_scored_by_the_task():
         task_records("no_such_task", 1, 1)
 
 
+def test_mini_sudoku_preset_keeps_only_puzzles_with_one_solution():
+    from hrmkit.data.text.reasoning_gym_tasks import mini_sudoku_solutions, task_records
+
+    assert mini_sudoku_solutions([[0] * 4] * 4, cap=1000) == 288  # every 4x4 Sudoku grid
+    solved = [[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]]
+    assert mini_sudoku_solutions(solved) == 1
+    solved[0][0] = 0
+    assert mini_sudoku_solutions(solved) == 1  # one blank: its digit is forced
+    train, held_out = task_records("mini_sudoku", 20, 30, seed=5)
+    assert len(train) == 20
+    for r in train + held_out:
+        assert mini_sudoku_solutions(r["entry"]["metadata"]["puzzle"]) == 1
+    raw, _ = task_records("mini_sudoku_any", 60, 1, seed=5)
+    assert any(mini_sudoku_solutions(r["entry"]["metadata"]["puzzle"]) > 1 for r in raw)
+
+
 def test_text_cpu_script_writes_report_and_json_at_toy_size(tmp_path, one_thread):
     report = tmp_path / "report"
     args = ["--stage", "all", "--pilot_tasks", "number_sorting", "--pilot_steps", "2", "--task", "chain_sum",
@@ -78,7 +94,7 @@ def test_text_cpu_script_writes_report_and_json_at_toy_size(tmp_path, one_thread
 def test_demo_task_text_runs_at_toy_size(tmp_path, capsys, one_thread):
     from hrmkit.cli import main
 
-    main(["demo", "--task", "text", "--max_steps", "2", "--n_train", "32", "--n_test", "4",
+    main(["demo", "--task", "text", "--max_steps", "2", "--n_train", "32", "--n_test", "12",
           "--out_dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "hrmkit demo --task text" in out and "held-out mini_sudoku" in out and "exact over" in out

@@ -110,13 +110,17 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
     pilots = result.get("pilots", [])
     if pilots:
         lines += ["", "## Tasks tried (pilots, one seed each)", "",
-                  "| task | preset | tokens/step | steps | train min | held-out exact | load before → after |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| task | preset | tokens/step | steps | train min | held-out exact | mean score "
+                  "| load before → after |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in pilots:
             note = PRESETS[p["task"]].note if p["task"] in PRESETS else ""
             lines.append(f"| {p['task']} | {note} | {p['config']['tokens_per_batch']} | {p['steps']} | "
-                         f"{p['minutes']:.1f} | {_pct(p['exact'])} "
+                         f"{p['minutes']:.1f} | {_pct(p['exact'])} | {p.get('mean_score', '–')} "
                          f"({p['held_out']}) | {p['load_before'][0]} → {p['load_after'][0]} |")
+        lines += ["", *[f"Note: {n}" for n in result.get("notes", [])]]
+        lines += ["", "Mean score is reasoning-gym's own average (0.01 for a wrong answer, 0.5 for one that contains "
+                  "the right one); exact counts full-credit answers only."]
     runs = result.get("runs", [])
     if runs:
         s = result["summary"]
@@ -217,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         found = json.loads(Path(other).read_text())
         result["pilots"] = [*result.get("pilots", []), *found.get("pilots", [])]
         result["commands"] = [*found.get("commands", []), *result["commands"]]
+        result["notes"] = [*result.get("notes", []), *found.get("notes", [])]
     if args.stage in ("pilots", "all"):
         result["pilots"] = [] if args.stage == "all" else result.get("pilots", [])
         for task in [t for t in args.pilot_tasks.split(",") if t]:

@@ -7,13 +7,16 @@ model must produce the answer string itself, and the scorer decides.
 
 Splits are disjoint by seed: reasoning-gym draws example ``i`` of a dataset with seed ``s`` from ``Random(s + i)``,
 so train takes seeds ``seed .. seed + n_train - 1`` and held-out the next ``n_test`` seeds; held-out questions that
-also occur in train (small tasks repeat short problems) are dropped, so every held-out question is unseen.
+also occur in train (small tasks repeat short problems) are dropped, so every held-out question is unseen. A preset
+may keep only well-posed examples (``mini_sudoku``: one solution); train then draws seeds until it holds
+``n_train`` of them, and held-out takes the kept ones among the next ``n_test`` seeds.
 
 :data:`PRESETS` names the tried sizes (reasoning-gym's defaults are larger than a CPU run can learn in minutes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -28,11 +31,47 @@ from hrmkit.data.text.tokenizer import char_level
 
 @dataclass(frozen=True)
 class GymTask:
-    """A reasoning-gym dataset name with the config overrides that size it for a CPU run."""
+    """A reasoning-gym dataset name with the config overrides that size it for a CPU run, and optionally a filter
+    that keeps only well-posed examples (``keep(example) -> bool``)."""
 
     dataset: str
     config: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    keep: Callable[[dict[str, Any]], bool] | None = None
+
+
+def mini_sudoku_solutions(puzzle: Sequence[Sequence[int]], cap: int = 2) -> int:
+    """Number of completions (counted up to ``cap``) of a 4x4 Sudoku (``0`` = blank, boxes 2x2)."""
+    board = [list(row) for row in puzzle]
+    found = 0
+
+    def fits(r: int, c: int, v: int) -> bool:
+        box = [board[i][j] for i in range(r - r % 2, r - r % 2 + 2) for j in range(c - c % 2, c - c % 2 + 2)]
+        return v not in board[r] and all(board[i][c] != v for i in range(4)) and v not in box
+
+    def search(cell: int) -> None:
+        nonlocal found
+        while cell < 16 and board[cell // 4][cell % 4]:
+            cell += 1
+        if cell == 16:
+            found += 1
+            return
+        r, c = divmod(cell, 4)
+        for v in range(1, 5):
+            if found < cap and fits(r, c, v):
+                board[r][c] = v
+                search(cell + 1)
+                board[r][c] = 0
+
+    search(0)
+    return found
+
+
+def unique_mini_sudoku(example: dict[str, Any]) -> bool:
+    """Whether a reasoning-gym mini_sudoku puzzle has exactly one solution. reasoning-gym 0.1.5 blanks cells at
+    random without this check (about 60 % of its default puzzles have several solutions), while its scorer accepts
+    only the stored one, so an ambiguous puzzle cannot be answered reliably by any solver."""
+    return mini_sudoku_solutions(example["metadata"]["puzzle"]) == 1
 
 
 #: Task presets (name → reasoning-gym dataset and config). Sizes are chosen to be learnable on a CPU in minutes.
@@ -46,7 +85,10 @@ PRESETS: dict[str, GymTask] = {
     "number_sorting": GymTask("number_sorting", {"min_numbers": 3, "max_numbers": 5, "min_decimals": 0,
                                                  "max_decimals": 0, "min_value": -99.0, "max_value": 99.0},
                               "3-5 integers in [-99, 99], ascending or descending"),
-    "mini_sudoku": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default)"),
+    "mini_sudoku": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), only puzzles with "
+                           "one solution", keep=unique_mini_sudoku),
+    "mini_sudoku_any": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), every puzzle "
+                               "(about 60 % have several solutions; the scorer accepts only the stored one)"),
     "simple_equations": GymTask("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 20},
                                 "a*x + b = c style, constants up to 20"),
 }
@@ -70,6 +112,13 @@ def resolve(task: str | GymTask) -> GymTask:
     return PRESETS[task]
 
 
+def preset_tag(task: str | GymTask) -> str:
+    """A short digest of the dataset, config and filter: a built dataset is reused only for the same preset."""
+    spec = resolve(task)
+    keep = getattr(spec.keep, "__name__", None)
+    return hashlib.sha256(repr((spec.dataset, sorted(spec.config.items()), keep)).encode()).hexdigest()[:8]
+
+
 def gym_dataset(task: str | GymTask, seed: int, size: int) -> Any:
     """The reasoning-gym dataset object (its ``score_answer`` judges answers)."""
     spec = resolve(task)
@@ -85,18 +134,38 @@ def to_record(example: dict[str, Any], where: str) -> dict[str, Any]:
     return {"instruction": question, "response": answer, "condition": "direct", "entry": example}
 
 
+def _draw(task: GymTask, start: int, wanted: int, exact: bool) -> tuple[list[dict], int]:
+    """Records from seeds ``start, start + 1, ...``: ``wanted`` kept ones (``exact``) or the kept ones among
+    ``wanted`` drawn; returns them and the next unused seed."""
+    if task.keep is None:
+        ds = gym_dataset(task, start, wanted)
+        return [to_record(ds[i], f"{task.dataset} seed {start + i}") for i in range(wanted)], start + wanted
+    limit = 50 * wanted + 100  # a filter that keeps under 2 % is a broken preset, not a slow draw
+    ds = gym_dataset(task, start, limit)
+    out, i = [], 0
+    while (len(out) if exact else i) < wanted:
+        if i == limit:
+            raise ValueError(f"{task.dataset}: its filter kept {len(out)} of {limit} examples; the preset is unusable")
+        example = ds[i]
+        if task.keep(example):
+            out.append(to_record(example, f"{task.dataset} seed {start + i}"))
+        i += 1
+    return out, start + i
+
+
 def task_records(task: str | GymTask, n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """``(train, held_out)`` records, disjoint by seed and by question (see the module docstring)."""
+    """``(train, held_out)`` records, disjoint by seed and by question (see the module docstring). With a filter
+    (``GymTask.keep``) train holds ``n_train`` kept examples and held-out the kept ones among the next ``n_test``
+    seeds."""
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
-    name = resolve(task).dataset
-    train_ds, test_ds = gym_dataset(task, seed, n_train), gym_dataset(task, seed + n_train, n_test)
-    train = [to_record(train_ds[i], f"{name} seed {seed + i}") for i in range(n_train)]
+    spec = resolve(task)
+    train, next_seed = _draw(spec, seed, n_train, exact=True)
     seen = {r["instruction"] for r in train}
-    held_out = [r for r in (to_record(test_ds[i], f"{name} seed {seed + n_train + i}") for i in range(n_test))
-                if r["instruction"] not in seen]
+    held_out = [r for r in _draw(spec, next_seed, n_test, exact=False)[0] if r["instruction"] not in seen]
     if not held_out:
-        raise ValueError(f"{name}: all {n_test} held-out questions also occur in train; use a larger task preset")
+        raise ValueError(f"{spec.dataset}: none of {n_test} held-out questions is both new and kept; use a larger "
+                         "task preset or more held-out seeds")
     return train, held_out
 
 
