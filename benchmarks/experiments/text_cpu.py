@@ -3,7 +3,7 @@
 Generates a reasoning-gym task's train and held-out problems (disjoint by seed and by question), builds a
 character-level tokenizer, trains the HRM core with PrefixLM, the response-only loss, MagicNorm, the deep-credit
 warmup and the MagicNorm health monitor, and judges every held-out answer (greedy :func:`hrmkit.generate`) with the
-task's own ``score_answer`` (:mod:`hrmkit.text_demo` does the work; ``hrmkit demo --task text`` runs one seed).
+task's own ``score_answer`` (:mod:`hrmkit.commands.text_demo` does the work; ``hrmkit demo --task text`` runs one seed).
 
 Stages: ``pilots`` trains each of ``--pilot_tasks`` briefly (one seed) to choose a task and size; ``final`` trains
 ``--task`` for ``--steps`` once per seed in ``--seeds``. Each stage merges its results into
@@ -44,7 +44,7 @@ def _load() -> list[float]:
 
 def _run(cfg: Any, seed: int, work_dir: str) -> dict[str, Any]:
     """One training run with the machine load before and after, the judged rows cut to the shown ones."""
-    from hrmkit.text_demo import run_text_cpu
+    from hrmkit.commands.text_demo import run_text_cpu
 
     load_before = _load()
     t = time.perf_counter()
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from hrmkit.text_demo import TextCpuConfig
+    from hrmkit.commands.text_demo import TextCpuConfig
 
     torch.set_num_threads(args.threads)
     report_dir = Path(args.report_dir)

@@ -13,6 +13,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -107,16 +108,27 @@ def _examples(data_dir: str, per_tag: int) -> dict[int, list[tuple[np.ndarray, n
     return found
 
 
-def demo(minutes: float = 12.0, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1) -> None:
+def demo(minutes: float | None = None, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1,
+         task: Literal["sudoku", "text"] = "sudoku", n_train: int | None = None, n_test: int | None = None) -> None:
     """Generate Sudoku, train a small recursive model (TRM) on the CPU, and show it solving held-out puzzles.
 
     Args:
-        minutes: training time budget.
+        minutes: training time budget (default 12; with ``--task text`` a wall-clock cap, default 15).
         out_dir: dataset, checkpoints, metrics and pictures go here (the dataset is reused when present).
         seed: seeds data, initialisation and order.
         max_steps: optional step limit (-1: only the time budget).
+        task: ``sudoku`` (this demo) or ``text``: the text-cpu experiment (HRM-Text on a reasoning-gym task, its
+            fixed step count; see docs/experiments/text-cpu.md).
+        n_train: text only: training problems (default: the experiment's).
+        n_test: text only: held-out problems judged (default: the experiment's).
     """
-    run_demo(minutes=minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
+    if task == "text":
+        from hrmkit.commands.text_demo import run_text_demo
+
+        run_text_demo(steps=max_steps if max_steps > 0 else None, minutes=minutes, seed=seed, n_train=n_train,
+                      n_test=n_test, out_dir=None if out_dir == "runs/demo" else out_dir)
+        return
+    run_demo(minutes=12.0 if minutes is None else minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
 
 
 def _demo_dataset(console: Console, out: Path, train_size: int, test_size: int, num_aug: int, seed: int) -> Path:
