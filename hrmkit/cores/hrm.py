@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from torch import Tensor
 
 from hrmkit.cores.base import CallContext, RecursiveCore, State, register_core
-from hrmkit.cores.presets import SYMBOLIC, TINY, text_size
+from hrmkit.cores.presets import SYMBOLIC, TEXT_SIZES, TINY, text_size
 
 Injection = Literal["hrm", "hrm_text"]
 
@@ -36,7 +36,7 @@ class HRM(RecursiveCore):
         "arc": dict(SYMBOLIC, H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, max_seq_len=901),
         **{f"text-{s}": dict(text_size(s), injection="hrm_text", H_cycles=2, L_cycles=3, bp_steps=5,
                              H_layers=n // 2, L_layers=n // 2)
-           for s, n in (("B", 12), ("L", 24), ("XL", 32), ("XXL", 72), ("XXL_wide", 32))},
+           for s, (_, n) in TEXT_SIZES.items()},  # a same-size Transformer's n layers split over H and L
     }
 
     def __init__(self, H_cycles: int = 2, L_cycles: int = 2, H_layers: int = 4, L_layers: int = 4,

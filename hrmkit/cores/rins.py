@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from hrmkit.cores.base import CallContext, RecursiveCore, State, register_core
-from hrmkit.cores.presets import TINY, text_size
+from hrmkit.cores.presets import TEXT_SIZES, TINY, text_size
 
 
 @register_core("rins")
@@ -17,7 +17,8 @@ class RINS(RecursiveCore):
     updates: ClassVar[dict[str, str]] = {"L": "z_L", "H": "z_H"}
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(TINY, L_cycles=3, H_layers=1, L_layers=1),
-        "text-XL": dict(text_size("XL"), L_cycles=7, H_layers=16, L_layers=16, bp_steps=5),
+        "text-XL": dict(text_size("XL"), L_cycles=7, H_layers=TEXT_SIZES["XL"][1] // 2,
+                        L_layers=TEXT_SIZES["XL"][1] // 2, bp_steps=5),
     }
 
     def __init__(self, L_cycles: int = 7, H_layers: int = 4, L_layers: int = 4, **kwargs: Any) -> None:

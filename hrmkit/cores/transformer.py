@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from hrmkit.cores.base import CallContext, RecursiveCore, State, register_core
-from hrmkit.cores.presets import SYMBOLIC, TINY, text_size
+from hrmkit.cores.presets import SYMBOLIC, TEXT_SIZES, TINY, text_size
 
 
 @register_core("transformer")
@@ -20,7 +20,7 @@ class Transformer(RecursiveCore):
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(TINY, num_layers=2),
         "arc-act": dict(SYMBOLIC, num_layers=8, carry_state=True, max_seq_len=901),
-        **{f"text-{s}": dict(text_size(s), num_layers=n) for s, n in (("B", 12), ("L", 24), ("XL", 32))},
+        **{f"text-{s}": dict(text_size(s), num_layers=TEXT_SIZES[s][1]) for s in ("B", "L", "XL")},
     }
 
     def __init__(self, num_layers: int = 8, carry_state: bool = False, **kwargs: Any) -> None:

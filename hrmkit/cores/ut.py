@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from hrmkit.cores.base import CallContext, RecursiveCore, State, register_core
-from hrmkit.cores.presets import TINY, text_size
+from hrmkit.cores.presets import TEXT_SIZES, TINY, text_size
 
 
 @register_core("ut")
@@ -17,7 +17,7 @@ class UniversalTransformer(RecursiveCore):
     updates: ClassVar[dict[str, str]] = {"U": "z"}
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(TINY, cycles=3, num_layers=1),
-        "text-XL": dict(text_size("XL"), cycles=4, num_layers=32, bp_steps=2),
+        "text-XL": dict(text_size("XL"), cycles=4, num_layers=TEXT_SIZES["XL"][1], bp_steps=2),
     }
 
     def __init__(self, cycles: int = 4, num_layers: int = 4, **kwargs: Any) -> None:
