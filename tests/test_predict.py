@@ -78,8 +78,8 @@ def test_text_predict_writes_generations_with_text(tmp_path, monkeypatch):
     (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     data = tmp_path / "text"
     build_text(str(data), [str(tmp_path / "tiny.jsonl")], tokenizer="gpt2", val_fraction=0.25, max_len=32)
-    ckpt = _fit("recipes/tiny/text-hrm-B.yaml", data, tmp_path / "run")
-    _predict("recipes/tiny/text-hrm-B.yaml", data, ckpt, "--data.init_args.predict_max_new_tokens", "3",
+    ckpt = _fit("tests/recipes/text-hrm-B.yaml", data, tmp_path / "run")
+    _predict("tests/recipes/text-hrm-B.yaml", data, ckpt, "--data.init_args.predict_max_new_tokens", "3",
              "--data.init_args.predict_batch_size", "3")
     rows = _records(ckpt.parent.parent / f"predictions-{ckpt.stem}.jsonl")
     meta = json.loads((data / "metadata.json").read_text())
