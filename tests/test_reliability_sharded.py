@@ -24,9 +24,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hrmkit.checkpointing import check_checkpoint, load_checkpoint_file
 from hrmkit.data.text import build_text
@@ -40,7 +42,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_reliability_resume import assert_equal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes/tiny/text-hrm-L-8xH100.yaml"
+TWIN = ROOT / "recipes/tiny/text-hrm-L-8xH100.yaml"
+RECIPE = Path(tempfile.mkdtemp(prefix="hrmkit-sharded-")) / "text-hrm-L-8xH100.yaml"
+
+
+def _recipe_with_the_test_checkpoints() -> None:
+    """The generated CPU run of the FSDP2 recipe, with its own ModelCheckpoint left out: each command below adds
+    one with the checkpoint settings under test (two would share a state key)."""
+    config = yaml.safe_load(TWIN.read_text())
+    config["trainer"]["callbacks"] = [cb for cb in config["trainer"].get("callbacks") or []
+                                      if not str(cb.get("class_path", "")).endswith("ModelCheckpoint")]
+    RECIPE.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+_recipe_with_the_test_checkpoints()
 MAX_STEPS = 6
 FIRST_KILL, SECOND_KILL = 3, 4  # 0-based global steps, SIGKILLed after their backward
 
@@ -49,7 +64,7 @@ FIRST_KILL, SECOND_KILL = 3, 4  # 0-based global steps, SIGKILLed after their ba
 def text_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sharded-data")
     records = [{"instruction": f"What is {a} plus {b}?", "response": f"{a} + {b} = {a + b}.", "condition": "cot"}
-               for a in range(6) for b in range(6)]
+               for a in range(12) for b in range(12)]  # enough for one multipack step of 2 ranks
     (root / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     train_bpe([root / "tiny.jsonl"], vocab_size=300).save(root / "tokenizer.json")
     build_text(str(root / "text"), [str(root / "tiny.jsonl")], tokenizer=str(root / "tokenizer.json"),
