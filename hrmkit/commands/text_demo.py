@@ -12,10 +12,11 @@ seeds and writes the report (docs/experiments/text-cpu.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,21 @@ class TextCpuConfig:
     max_new_tokens: int = 64
 
 
-def _quiet() -> None:
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Lightning's info lines and warnings off for the run, restored after (a caller's logging stays as it was)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def answer(model: TextTask, tok: Any, records: Sequence[dict], max_new_tokens: int,
@@ -128,7 +139,11 @@ def run_text_cpu(cfg: TextCpuConfig, seed: int = 0, work_dir: str = "runs/text-c
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the task's data (reused when present), train for ``cfg.steps`` (capped at ``cfg.minutes``), judge
     every held-out problem, and return the figures with every judged row."""
-    _quiet()
+    with _quiet():
+        return _run_text_cpu(cfg, seed, work_dir, log)
+
+
+def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
     spec = resolve(cfg.task)
     data_dir = Path(work_dir) / f"{cfg.task}-{preset_tag(spec)}-train{cfg.n_train}-test{cfg.n_test}-seed{cfg.data_seed}"
     train, held_out = task_records(spec, cfg.n_train, cfg.n_test, cfg.data_seed)
