@@ -18,6 +18,7 @@ not shared: LightningCLI reads each task's own ``__init__`` signature (``--print
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -58,8 +59,10 @@ class Task(L.LightningModule):
         parallelize(self, compile=self.hparams.compile)
         use_flops_summary(self._trainer)  # the summary prints flops_summary() (hrmkit.callbacks.summary)
 
+    @abc.abstractmethod
     def _configure_io(self) -> None:
-        """Build the layers sized by the data (from :meth:`_datamodule`) or check the ones already built."""
+        """Abstract hook (PuzzleTask and TextTask implement it): build the layers sized by the data (from
+        :meth:`_datamodule`) or check the ones already built."""
         raise NotImplementedError(f"{type(self).__name__} must say how its layers are sized from the data")
 
     def _datamodule(self) -> Any:
