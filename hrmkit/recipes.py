@@ -19,7 +19,8 @@ What changes (nothing else does):
   and logging intervals keep their ratios (rounded, at least 1 step; Lightning's logging interval of 50 where the
   recipe sets none). The total is ``max_steps``; a recipe that trains for
   ``max_epochs`` states no step total, so its validation interval stands for half of it (the derived run validates
-  twice). The derived run stops at ``steps``;
+  twice). The validation interval is at least half the run (``ceil(steps / 2)``): every derived run validates at
+  most twice, where a recipe's 1-in-10 interval would round up to every step. The derived run stops at ``steps``;
 * accelerator ``cpu`` and the device count: one process stays one, several become 2 (gloo, which Lightning picks on
   the CPU), one node. ``16-mixed`` (which the CPU lacks) becomes ``bf16-mixed``; ``bf16-mixed`` is kept.
 
@@ -187,7 +188,9 @@ def _derive_trainer(trainer: dict[str, Any], steps: int, f_steps: float) -> dict
     trainer.pop("max_epochs", None)
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool):
-        trainer["val_check_interval"] = _scaled(interval, f_steps, hi=steps)
+        # at most two validations (mid-run and at the end): a recipe that validates 10 times scales to an interval
+        # below one step, whose ratio no 4-step run can keep, and each validation runs the full evaluation depth
+        trainer["val_check_interval"] = max(_scaled(interval, f_steps, hi=steps), -(-steps // 2))
     # Lightning's default interval (50) is a step count of the recipe too: scaled, so a short run still logs
     trainer["log_every_n_steps"] = _scaled(int(trainer.get("log_every_n_steps", 50)), f_steps)
     for key in ("default_root_dir",):
