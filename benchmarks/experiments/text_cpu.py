@@ -153,7 +153,7 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
               "- Generalisation beyond the task's distribution: held-out problems are new instances of the same "
               "generator and size (no longer chains, larger grids or other tasks).",
               "- That HRM's recursion is what solves it: there is no Transformer or ablation row here (that is the "
-              "core-ablation experiment).",
+              "[core-ablation](core-ablation.md) experiment).",
               "- Speed on an idle machine: the runs shared two cores with other jobs; the step count, not the "
               "wall time, is the reproducible budget."]
     target = report_dir / f"{NAME}.md"
