@@ -265,17 +265,18 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
     lines += [f"| {r.label} (`{r.key}` in the plot) | `{r.core}` {_kwargs(r)} | {r.depth} | {r.credit} | "
               f"{r.matched} |" for r in ROWS]
     lines += ["", "## Results", "",
-              "| row | params (vs HRM) | held-out exact | val loss | tokens/s | MagicNorm: last/first call RMS | "
-              "seeds |", "|---|---|---|---|---|---|---|"]
+              "| row | params (vs HRM) | held-out exact | val loss | tokens/s (vs HRM) | "
+              "MagicNorm: last/first call RMS | seeds |", "|---|---|---|---|---|---|---|"]
     for row in ROWS:
         s = summary.get(row.key)
         if s is None:
             lines.append(f"| {row.label} | – | not run | – | – | – | – |")
             continue
         rel = f" ({100 * (s['params'] / base['params'] - 1):+.1f}%)" if base else ""
+        speed = f" ({s['tokens_per_s']['mean'] / base['tokens_per_s']['mean']:.2f}×)" if base else ""
         ratio = _pm(s["rms_ratio_last_first"], False) if s["rms_ratio_last_first"] else "–"
         lines.append(f"| {row.label} | {s['params']:,}{rel} | {_pm(s['exact'], True)} | "
-                     f"{_pm(s['val_loss'], False)} | {s['tokens_per_s']['mean']:,.0f} | {ratio} | "
+                     f"{_pm(s['val_loss'], False)} | {s['tokens_per_s']['mean']:,.0f}{speed} | {ratio} | "
                      f"{','.join(map(str, s['seeds']))} |")
     lines += ["", f"![held-out exact during training]({result['plot']})" if result.get("plot") else "", "",
               "MagicNorm health (`MagicNormHealth`, every 50 steps): the RMS of each call's output state at the last "
@@ -291,6 +292,17 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
         lines.append(f"- {v['claim']}: **{v['verdict']}**. HRM (text-cpu) minus {other}: exact "
                      f"{100 * v['d_exact']:+.1f} points ({_word(v['exact'])}), val loss {v['d_val_loss']:+.3f} "
                      f"({_word(v['val_loss'], lower=True)}).")
+    lines += ["", "Reading these verdicts:", "",
+              f"- They hold for this budget only: {setup['steps']:,} steps, about a sixth of text-cpu's 4,200, "
+              f"{_still_rising(runs)}. A ranking early in training need not be the ranking at convergence, and the "
+              "paper's claims are about trained models.",
+              "- Tokens and parameters are matched, compute is not: per token the depth-matched Transformer runs 8 "
+              "half-width layers (about a quarter of HRM's forward FLOPs) but back-propagates through all of them, "
+              "TRM runs twice HRM's layer applications, and HRM back-propagates through 2 to 5 of its 8 calls. The "
+              "tokens/s column (ratio to HRM in brackets) shows what each row costs on this CPU.",
+              "- Three seeds give wide ranges for some rows (the training order and the initialisation both change "
+              "with the seed); a difference inside them is reported as \"not established\": this experiment "
+              "cannot tell, which is not the same as the rows being equal."]
     lines += ["", "Cannot test at this scale:", "",
               "- The paper's benchmarks, model size and data (1B parameters, 60B tokens, MMLU … MATH): every figure "
               "here is one small procedural task after a few minutes of CPU training.",
@@ -305,6 +317,20 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
     target = report_dir / f"{NAME}.md"
     tc._atomic_write(target, "\n".join(lines) + "\n")
     return target
+
+
+def _still_rising(runs: list[dict[str, Any]]) -> str:
+    """Which rows' mean held-out curve still rose between its last two points."""
+    rising, flat = [], []
+    for row in ROWS:
+        curves = [r["curve"] for r in runs if f"{r['core']}/{r['variant']}" == row.key and len(r["curve"]) > 1]
+        if curves:
+            gain = statistics.fmean(c[-1]["exact"] - c[-2]["exact"] for c in curves)
+            (rising if gain > 0 else flat).append(row.key)
+    if not flat:
+        return "with every row's mean held-out curve still rising at the end (plot)"
+    return (f"with {', '.join(rising) or 'no row'} still rising at the end and {', '.join(flat)} not (mean curves "
+            "in the plot)")
 
 
 def _kwargs(row: Row) -> str:
