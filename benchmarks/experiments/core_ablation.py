@@ -358,7 +358,7 @@ def _health_lines(runs: list[dict[str, Any]]) -> list[str]:
     magic = [v for r in runs if r["variant"] != "no-magicnorm" for v in r["magicnorm"]["rms"].values()]
     pre = [r["magicnorm"]["ratio_last_first"] for r in runs if r["variant"] == "no-magicnorm"]
     if magic:
-        lines += ["", f"With the exit norm every call's state RMS stayed at {min(magic):.3g}–{max(magic):.3g} in "
+        lines += ["", f"With the exit norm every call's state RMS stayed at {min(magic):.4f}–{max(magic):.4f} in "
                   "every run." + (f" Without it (PreNorm) the state grows through the recursion: the last call's "
                                   f"RMS is {min(pre):.3g}–{max(pre):.3g}× the first call's." if pre else "")]
     return lines
