@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "benchmarks" / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -107,3 +109,36 @@ def test_demo_task_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--task", "chess"])
     assert "chess" in capsys.readouterr().err
+
+
+def test_core_ablation_script_writes_every_row_and_resumes(tmp_path, one_thread):
+    script = _script("core_ablation")
+    report = tmp_path / "report"
+    toy = ["--steps", "3", "--n_train", "32", "--n_test", "8", "--judge_n", "4", "--eval_every", "2", "--curve_n",
+           "3", "--max_new_tokens", "6", "--work_dir", str(tmp_path / "work"), "--report_dir", str(report)]
+    script.main(["--seeds", "0", *toy])
+    data = json.loads((report / "core-ablation.json").read_text())
+    keys = [f"{r['core']}/{r['variant']}" for r in data["runs"]]
+    assert keys == [row.key for row in script.ROWS] and len(keys) == 8
+    params = {k: r["params"] for k, r in zip(keys, data["runs"])}
+    for run in data["runs"]:
+        assert set(run) >= {"core", "variant", "seed", "exact", "val_loss", "params", "tokens_per_s"}
+        assert 0.0 <= run["exact"] <= 1.0 and run["val_loss"] > 0 and run["tokens_per_s"] > 0
+        assert run["steps"] == 3 and run["judged"] == 4 and len(run["load_before"]) == 3
+        assert abs(run["params"] / params["hrm/text-cpu"] - 1) <= 0.10  # the parameter budget the rows share
+    health = {k: r["magicnorm"] for k, r in zip(keys, data["runs"])}
+    assert all(abs(v - 1) < 0.05 for v in health["hrm/text-cpu"]["rms"].values())  # MagicNorm: unit RMS per call
+    assert len(health["hrm/no-magicnorm"]["rms"]) == 8 and health["hrm/no-magicnorm"]["ratio_last_first"] > 0
+    md = (report / "core-ablation.md").read_text()
+    assert "benchmarks/experiments/core_ablation.py --seeds 0" in md and "(core-ablation.png)" in md
+    assert all(f"| {row.label} |" in md for row in script.ROWS)
+    verdicts = ("**not established**", "**consistent", "**supports", "**contradicts", "**mixed")
+    assert sum(md.count(v) for v in verdicts) == len(script.CLAIMS)
+    assert (report / "core-ablation.png").stat().st_size
+    # a rerun with the same setup keeps the stored runs and trains only the missing ones
+    script.main(["--seeds", "0,1", "--rows", "hrm/bp2", *toy])
+    again = json.loads((report / "core-ablation.json").read_text())
+    assert len(again["runs"]) == 9 and [r["seed"] for r in again["runs"] if r["variant"] == "bp2"] == [0, 1]
+    assert again["runs"][0] == data["runs"][0] and len(again["commands"]) == 2
+    with pytest.raises(SystemExit):
+        script.main(["--rows", "hrm/nope", *toy])

@@ -42,14 +42,15 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def _run(cfg: Any, seed: int, work_dir: str) -> dict[str, Any]:
-    """One training run with the machine load before and after, the judged rows cut to the shown ones."""
+def _run(cfg: Any, seed: int, work_dir: str, tag: str | None = None) -> dict[str, Any]:
+    """One training run with the machine load before and after, the judged rows cut to the shown ones (log lines
+    start with ``[<tag or task> seed <seed>]``)."""
     from hrmkit.commands.text_demo import run_text_cpu
 
     load_before = _load()
     t = time.perf_counter()
-    res = run_text_cpu(cfg, seed=seed, work_dir=work_dir, log=lambda line: print(f"  [{cfg.task} seed {seed}] {line}",
-                                                                                  flush=True))
+    res = run_text_cpu(cfg, seed=seed, work_dir=work_dir,
+                       log=lambda line: print(f"  [{tag or cfg.task} seed {seed}] {line}", flush=True))
     res["wall_minutes"] = round((time.perf_counter() - t) / 60, 2)
     res["load_before"], res["load_after"] = load_before, _load()
     res["examples"] = res.pop("rows")[:SHOWN]
@@ -152,7 +153,7 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
               "- Generalisation beyond the task's distribution: held-out problems are new instances of the same "
               "generator and size (no longer chains, larger grids or other tasks).",
               "- That HRM's recursion is what solves it: there is no Transformer or ablation row here (that is the "
-              "core-ablation experiment).",
+              "[core-ablation](core-ablation.md) experiment).",
               "- Speed on an idle machine: the runs shared two cores with other jobs; the step count, not the "
               "wall time, is the reproducible budget."]
     target = report_dir / f"{NAME}.md"

@@ -17,7 +17,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from hrmkit.callbacks import DeepCreditWarmup, MagicNormHealth
-from hrmkit.cores import HRM
+from hrmkit.cores import RecursiveCore, build_core
 from hrmkit.data.text.module import TextDataModule
 from hrmkit.data.text.reasoning_gym_tasks import build_gym_text, preset_tag, resolve, scorer, task_records
 from hrmkit.data.text.tokenizer import load_tokenizer
@@ -56,6 +56,16 @@ class TextCpuConfig:
     eval_every: int = 500
     curve_n: int = 200
     max_new_tokens: int = 64
+    # the core, for comparisons (benchmarks/experiments/core_ablation.py): a registered name (hrmkit.cores.CORES) and
+    # constructor arguments over the shared block options of :func:`text_core`; the default is text-cpu's HRM
+    core: str = "hrm"
+    core_kwargs: dict[str, Any] = field(default_factory=dict)
+    # gradient horizon: None = DeepCreditWarmup 2→5 over the first 20 % of the steps; an int = that many calls with
+    # gradient for the whole run (no warm-up)
+    bp_steps: int | None = None
+    judge_n: int | None = None  # judge only the first held-out problems (None: every one)
+    val_loss: bool = False  # also measure the response-only loss over every held-out problem after training
+    log_name: str | None = None  # CSV log folder under ``<work_dir>/logs`` (None: ``seed<seed>``)
 
 
 @contextlib.contextmanager
@@ -135,6 +145,28 @@ class HeldOutCurve(Callback):
         self.measure(trainer, pl_module)
 
 
+def text_core(cfg: TextCpuConfig) -> RecursiveCore:
+    """The run's core from the registry: HRM-Text's block options (MagicNorm, gated attention, ``fmod3`` init) for
+    every core, text-cpu's HRM schedule (H_cycles × L_cycles, one layer per stack, ``hrm_text`` injection) for
+    ``hrm``, then ``cfg.core_kwargs`` and a fixed ``cfg.bp_steps`` over both."""
+    kwargs: dict[str, Any] = dict(hidden_size=cfg.hidden_size, num_heads=cfg.num_heads, expansion=4.0, norm="magic",
+                                  norm_eps=1e-6, init="fmod3", gated_attn=True, max_seq_len=512)
+    if cfg.core == "hrm":
+        kwargs.update(H_cycles=cfg.H_cycles, L_cycles=cfg.L_cycles, H_layers=1, L_layers=1, injection="hrm_text",
+                      bp_steps=5)
+    kwargs.update(cfg.core_kwargs)
+    if cfg.bp_steps is not None:
+        kwargs["bp_steps"] = cfg.bp_steps
+    return build_core(cfg.core, **kwargs)
+
+
+def held_out_loss(model: TextTask, data: TextDataModule) -> float:
+    """Response-only cross-entropy per response token over the whole held-out (val) split, in stored order."""
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    return float(trainer.validate(model, datamodule=data, verbose=False)[0]["val/loss"])
+
+
 def run_text_cpu(cfg: TextCpuConfig, seed: int = 0, work_dir: str = "runs/text-cpu",
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the task's data (reused when present), train for ``cfg.steps`` (capped at ``cfg.minutes``), judge
@@ -143,37 +175,47 @@ def run_text_cpu(cfg: TextCpuConfig, seed: int = 0, work_dir: str = "runs/text-c
         return _run_text_cpu(cfg, seed, work_dir, log)
 
 
-def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+def text_data(cfg: TextCpuConfig, work_dir: str) -> tuple[Path, list[dict], list[dict]]:
+    """The task's built dataset (built once per ``work_dir``, then reused) with its train and held-out records."""
     spec = resolve(cfg.task)
     data_dir = Path(work_dir) / f"{cfg.task}-{preset_tag(spec)}-train{cfg.n_train}-test{cfg.n_test}-seed{cfg.data_seed}"
     train, held_out = task_records(spec, cfg.n_train, cfg.n_test, cfg.data_seed)
     if not (data_dir / "metadata.json").is_file():
         build_gym_text(str(data_dir), spec, train, held_out, overwrite=True)
+    return data_dir, train, held_out
+
+
+def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+    data_dir, _, held_out = text_data(cfg, work_dir)
     tok = load_tokenizer(data_dir)
-    score = scorer(spec)
+    score = scorer(resolve(cfg.task))
 
     L.seed_everything(seed, verbose=False)
-    core = HRM(H_cycles=cfg.H_cycles, L_cycles=cfg.L_cycles, H_layers=1, L_layers=1, injection="hrm_text",
-               bp_steps=5, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads, expansion=4.0, norm="magic",
-               norm_eps=1e-6, init="fmod3", gated_attn=True, max_seq_len=512)
+    core = text_core(cfg)
     model = TextTask(core, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1, warmup_steps=cfg.warmup_steps,
                      schedule="cosine", pad_id=tok.pad_id)
     data = TextDataModule(str(data_dir), tokens_per_batch=cfg.tokens_per_batch, seed=seed)
     curve = HeldOutCurve(tok, held_out[:cfg.curve_n], score, cfg.eval_every, cfg.max_new_tokens, log)
     health = MagicNormHealth(every_n_steps=50)
+    credit = [DeepCreditWarmup(2, 5, warmup_ratio=0.2, total_steps=cfg.steps)] if cfg.bp_steps is None else []
+    logger = L.pytorch.loggers.CSVLogger(Path(work_dir) / "logs", name=cfg.log_name or f"seed{seed}")
     trainer = L.Trainer(max_steps=cfg.steps, max_time={"seconds": int(cfg.minutes * 60)}, accelerator="cpu",
-                        devices=1, logger=L.pytorch.loggers.CSVLogger(Path(work_dir) / "logs", name=f"seed{seed}"),
+                        devices=1, logger=logger,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=10,
-                        callbacks=[DeepCreditWarmup(2, 5, warmup_ratio=0.2, total_steps=cfg.steps), health, curve])
+                        callbacks=[*credit, health, curve])
     start = time.perf_counter()
     trainer.fit(model, data)
-    train_minutes = (time.perf_counter() - start - curve.judge_s) / 60
-    exact, rows = judge(model, tok, held_out, score, cfg.max_new_tokens)
+    train_s = time.perf_counter() - start - curve.judge_s
+    train_minutes = train_s / 60
+    judged = held_out[:cfg.judge_n] if cfg.judge_n is not None else held_out
+    exact, rows = judge(model, tok, judged, score, cfg.max_new_tokens)
     mean_score = sum(r["score"] for r in rows) / len(rows)
+    extra = {"val_loss": round(held_out_loss(model, data), 4)} if cfg.val_loss else {}
     return {"task": cfg.task, "seed": seed, "exact": round(exact, 4), "mean_score": round(mean_score, 4),
-            "held_out": len(held_out),
+            "held_out": len(judged), **extra,
             "minutes": round(train_minutes, 2), "steps": trainer.global_step, "threads": torch.get_num_threads(),
+            "tokens_per_s": round(trainer.global_step * cfg.tokens_per_batch / train_s, 1),  # packed step budget
             "params": sum(p.numel() for p in model.parameters()), "vocab": tok.vocab_size,
             "curve": curve.curve, "magicnorm_problems": len(health.problems),
             "magicnorm_last": {k: round(v, 4) for k, v in health.last_metrics.items() if "rms" in k},
