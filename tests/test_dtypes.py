@@ -1,5 +1,7 @@
 """One dtype-name table: each field accepts exactly the names it did and names itself when it refuses one."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -38,3 +40,13 @@ def test_puzzle_loss_dtype_names():
     assert PuzzleTask(core, vocab_size=11, seq_len=81, loss_dtype="float32").loss_dtype is torch.float32
     with pytest.raises(ValueError, match=r"loss_dtype must be 'float64' or 'float32', got 'bfloat16'"):
         PuzzleTask(build_core("hrm", "tiny", max_seq_len=128), vocab_size=11, seq_len=81, loss_dtype="bfloat16")
+
+
+@pytest.mark.parametrize(("f32_s", "bf16_s", "expected"), [(1.0, 0.5, "bfloat16"), (1.0, 0.8, "float32"),
+                                                          (0.3, 7.1, "float32")])
+def test_demo_picks_bf16_only_where_it_multiplies_clearly_faster(monkeypatch, f32_s, bf16_s, expected):
+    from hrmkit.commands import demo
+
+    clock = iter(t for _ in range(3) for d in (f32_s, bf16_s) for t in (0.0, d))  # (start, end) per dtype and trial
+    monkeypatch.setattr(demo, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert demo.fastest_cpu_dtype(size=8, trials=3) == expected
