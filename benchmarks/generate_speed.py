@@ -27,7 +27,8 @@ import torch
 
 from hrmkit.cores import build_core
 from hrmkit.generate import generate
-from hrmkit.interop.hf_hrm_text import export_hf, load_hf
+from hrmkit.interop.hf_hrm_text import export_hf
+from hrmkit.loading import load_hf
 from hrmkit.tasks import TextTask
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
