@@ -100,3 +100,18 @@ LEAVES = ("hrmkit.dtypes", "hrmkit.errors", "hrmkit.distributed", "hrmkit.pictur
 def test_leaves_import_only_leaves(leaf):
     """Helpers every layer may use stay at the bottom: they import no hrmkit module but other leaves."""
     assert [m for m in import_graph().successors(leaf) if m not in LEAVES] == []
+
+
+def test_a_task_must_say_how_its_layers_are_sized_from_the_data():
+    from hrmkit.tasks import Task
+
+    class Unsized(Task):
+        pass
+
+    class Sized(Task):
+        def _configure_io(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="_configure_io"):
+        Unsized()
+    assert isinstance(Sized(), Task)

@@ -35,8 +35,10 @@ from hrmkit.tasks.step_logging import log_late_row
 from hrmkit.transfer import configure_init
 
 
-class Task(L.LightningModule):
-    """Base of the training tasks: core adoption, ``configure_model`` order, optimizer set-up, logging helpers."""
+class Task(L.LightningModule, metaclass=abc.ABCMeta):
+    """Base of the training tasks: core adoption, ``configure_model`` order, optimizer set-up, logging helpers.
+
+    Abstract: a task that does not say how its layers are sized from the data cannot be instantiated."""
 
     core: RecursiveCore
 
@@ -61,9 +63,8 @@ class Task(L.LightningModule):
 
     @abc.abstractmethod
     def _configure_io(self) -> None:
-        """Abstract hook (PuzzleTask and TextTask implement it): build the layers sized by the data (from
-        :meth:`_datamodule`) or check the ones already built."""
-        raise NotImplementedError(f"{type(self).__name__} must say how its layers are sized from the data")
+        """Build the layers sized by the data (from :meth:`_datamodule`) or check the ones already built (PuzzleTask
+        and TextTask implement it; ``ABCMeta`` refuses a subclass that does not)."""
 
     def _datamodule(self) -> Any:
         """The attached trainer's datamodule, or None (no trainer, or a bare dataloader)."""
