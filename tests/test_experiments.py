@@ -137,3 +137,72 @@ def test_core_ablation_script_writes_every_row_and_resumes(tmp_path, one_thread)
     assert again["runs"][0] == data["runs"][0] and len(again["commands"]) == 2
     with pytest.raises(SystemExit):
         script.main(["--rows", "hrm/nope", *toy])
+
+
+def test_transfer_script_runs_every_arm_and_starts_the_cell_rows_from_the_source(tmp_path, one_thread):
+    import torch as th
+
+    from hrmkit.transfer import read_source
+
+    mod = _script("transfer")
+    report, work = tmp_path / "report", tmp_path / "work"
+    args = ["--steps", "2", "--cells_steps", "2", "--seeds", "0", "--source_steps", "2", "--source_batch", "16",
+            "--source_train", "48", "--source_test", "16",
+            "--n_train", "48", "--n_test", "40", "--eval_every", "2", "--curve_n", "3", "--max_new_tokens", "18",
+            "--hidden_size", "32", "--source_threads", "1", "--work_dir", str(work), "--report_dir", str(report)]
+    out = mod.main(args)
+    data = json.loads((report / "transfer.json").read_text())
+    assert {(r["target"], r["arm"]) for r in data["runs"]} == {(t, a) for t in mod.TARGETS for a in mod.ARMS}
+    for r in data["runs"]:
+        assert 0.0 <= r["exact"] <= 1.0 and r["steps"] == 2 and set(r["exact_by_tag"]) <= set(mod.TAGS)
+        assert r["trainable"] < r["params"] if r["arm"] == "frozen" else r["trainable"] == r["params"]
+    md = (report / "transfer.md").read_text()
+    assert "## History" in md and "Target `cells`" in md and "steps to 50 %" in md
+    (report / "transfer.md").unlink()
+    mod.main(["--report_only", "--report_dir", str(report)])  # re-renders from the JSON alone
+    assert (report / "transfer.md").read_text() == md
+    # the source never saw a target held-out puzzle, and its checkpoint holds the cell rows the arms start from
+    from hrmkit.commands.symbolic_source import CELL_CHARS
+    from hrmkit.commands.text_demo import TextCpuConfig, text_core
+    from hrmkit.data.puzzles.format import iter_groups, read_metadata
+    from hrmkit.data.text.tokenizer import load_tokenizer
+    from hrmkit.tasks import TextTask
+
+    cfg = TextCpuConfig(task="mini_sudoku", n_train=48, n_test=40, hidden_size=32)
+    cells = mod.target_data(cfg, work, "cells")
+    held = {r["instruction"] for r in cells.held_out}
+    src_dir = next(work.glob("source-train*"))
+    assert read_metadata(src_dir).split("train").total_groups == 48
+    seen = {"".join(CELL_CHARS[int(v) - 1] for v in g["inputs"][0, 0]) for g in iter_groups(src_dir, "train")}
+    assert held and not held & seen
+    src = read_source(out["source"]["checkpoint"]).state
+    tok = load_tokenizer(cells.data_dir)
+    model = TextTask(text_core(cfg), vocab_size=tok.vocab_size)
+    mod.CellRows(out["source"]["checkpoint"], cells.data_dir).on_fit_start(None, model)
+    for i, ch in enumerate(CELL_CHARS):
+        assert th.equal(model.embed_tokens.weight[tok.encode(ch)[0]], src["embed_tokens.weight"][1 + i])
+        assert th.equal(model.lm_head.weight[tok.encode(ch)[0]], src["lm_head.weight"][1 + i])
+
+
+def test_cells_rendering_is_one_character_per_cell():
+    mod = _script("transfer")
+    rec = {"entry": {"metadata": {"puzzle": [[0, 0, 0, 4], [0, 4, 0, 1], [0, 3, 0, 0], [0, 0, 0, 3]],
+                                  "solution": [[3, 1, 2, 4], [2, 4, 3, 1], [4, 3, 1, 2], [1, 2, 4, 3]]}}}
+    r = mod.cells_record(rec)
+    assert r["instruction"] == "___4_4_1_3_____3" and r["response"] == "3124243143121243"
+    assert mod.blanks(rec) == 11 and mod.TAGS[mod.tag_of(11)] == "11-12 blanks"
+    assert mod.exact_cells("3124243143121243\n", r) == 1.0 and mod.exact_cells("3124243143121234", r) == 0.0
+
+
+def test_text_cpu_with_symbolic_pretraining_counts_the_source_in_its_minutes(tmp_path, one_thread):
+    from hrmkit.commands.text_demo import TextCpuConfig, run_text_cpu
+
+    cfg = TextCpuConfig(task="mini_sudoku", steps=2, n_train=32, n_test=40, hidden_size=32, eval_every=2, curve_n=3,
+                        max_new_tokens=40, source_steps=2, source_batch=8, source_train=16, source_test=8)
+    res = run_text_cpu(cfg, seed=0, work_dir=str(tmp_path), log=lambda _: None)
+    assert res["steps"] == 2 and res["source"]["steps"] == 2
+    assert res["minutes"] == pytest.approx(res["source"]["minutes"] + res["text_minutes"], abs=0.02)
+    assert (tmp_path / "source-train16-test8" / "metadata.json").is_file()
+    with pytest.raises(ValueError, match="symbolic pretraining is for mini_sudoku"):
+        run_text_cpu(TextCpuConfig(task="chain_sum", steps=1, n_train=8, n_test=4, source_steps=1), 0,
+                     str(tmp_path), log=lambda _: None)

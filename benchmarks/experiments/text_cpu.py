@@ -68,7 +68,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _plot(runs: list[dict[str, Any]], target: Path) -> str:
-    from hrmkit.plot import render_chart
+    from hrmkit.pictures.charts import render_chart
 
     series = {f"seed {r['seed']}": [(p["step"], 100 * p["exact"]) for p in r["curve"]] for r in runs}
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.png")
@@ -83,8 +83,16 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _model(c: dict[str, Any]) -> str:
+    """The pilot's core schedule in a few words (d, H/L cycles, deep-credit warm-up)."""
+    credit = c.get("credit", (2, 5))
+    return f"d{c['hidden_size']} H{c['H_cycles']}L{c['L_cycles']}, credit {credit[0]}→{credit[1]}"
+
+
 def _cfg_line(c: dict[str, Any]) -> str:
+    credit = c.get("credit", (2, 5))
     return (f"HRM d={c['hidden_size']} heads={c['num_heads']} H{c['H_cycles']}L{c['L_cycles']} (1+1 layers), "
+            f"deep credit {credit[0]}→{credit[1]} calls, "
             f"lr {c['lr']:g} cosine, {c['tokens_per_batch']} tokens/step, {c['n_train']} train problems")
 
 
@@ -113,12 +121,13 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
     pilots = result.get("pilots", [])
     if pilots:
         lines += ["", "## Tasks tried (pilots, one seed each)", "",
-                  "| task | preset | tokens/step | steps | train min | held-out exact | mean score "
+                  "| task | preset | model | tokens/step | steps | train min | held-out exact | mean score "
                   "| load before → after |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in pilots:
             note = PRESETS[p["task"]].note if p["task"] in PRESETS else ""
-            lines.append(f"| {p['task']} | {note} | {p['config']['tokens_per_batch']} | {p['steps']} | "
+            lines.append(f"| {p['task']} | {note} | {_model(p['config'])} | {p['config']['tokens_per_batch']} | "
+                         f"{p['steps']} | "
                          f"{p['minutes']:.1f} | {_pct(p['exact'])} of {p['held_out']} | {p.get('mean_score', '–')} "
                          f"| {p['load_before'][0]} → {p['load_after'][0]} |")
         lines += ["", *[f"Note: {n}" for n in result.get("notes", [])]]
@@ -184,7 +193,16 @@ def _shows(result: dict[str, Any]) -> list[str]:
     longer = [p for p in result.get("pilots", []) if p["task"] == task and p["exact"] is not None]
     for p in longer:
         same = next((r for r in result["runs"] if r["seed"] == p["seed"]), None)
-        if same is not None and p["steps"] != same["steps"]:
+        if same is not None and _model(p["config"]) != _model(same["config"]):
+            at = max((c for c in same["curve"] if c["step"] <= p["steps"]), key=lambda c: c["step"], default=None)
+            mine = p["curve"][-1] if p.get("curve") else None
+            base = (f"; on the first {same['curve_n']} held-out problems it had {_pct(mine['exact'])} at step "
+                    f"{mine['step']}, the final model's seed {p['seed']} {_pct(at['exact'])} at step {at['step']}"
+                    if at and mine else "")
+            out.append(f"- Variant {_model(p['config'])}: {_pct(p['exact'])} held-out exact after {p['steps']} steps "
+                       f"(seed {p['seed']}, stopped by its wall-clock cap at load {p['load_before'][0]}–"
+                       f"{p['load_after'][0]}){base}. One seed each: a difference is not established.")
+        elif same is not None and p["steps"] != same["steps"]:
             out.append(f"- More steps did not close the gap: seed {p['seed']} reached {_pct(p['exact'])} after "
                        f"{p['steps']} steps and {_pct(same['exact'])} after {same['steps']}.")
     if task == "mini_sudoku":
@@ -213,11 +231,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens_per_batch", type=int, default=None)
     parser.add_argument("--hidden_size", type=int, default=None)
     parser.add_argument("--max_new_tokens", type=int, default=None, help="generation budget per answer")
+    parser.add_argument("--H_cycles", type=int, default=None)
+    parser.add_argument("--L_cycles", type=int, default=None)
+    parser.add_argument("--credit", default=None,
+                        help="deep-credit warm-up as FROM,TO calls with gradient (default: TextCpuConfig's 2,5)")
     parser.add_argument("--pilot_tasks", default="number_sorting,chain_sum,mini_sudoku,basic_arithmetic")
     parser.add_argument("--pilot_steps", type=int, default=150)
     parser.add_argument("--pilot_minutes", type=float, default=3.5)
     parser.add_argument("--pilots_from", nargs="*", default=[],
                         help="text-cpu.json files of earlier pilot stages whose pilots (and commands) to include")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the report's notes (e.g. a run stopped before it wrote its figures)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/text-cpu")
     parser.add_argument("--report_dir", default=str(ROOT / "docs" / "experiments"))
@@ -232,7 +256,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     json_path = report_dir / f"{NAME}.json"
     result: dict[str, Any] = json.loads(json_path.read_text()) if json_path.is_file() else {}
     overrides = {k: getattr(args, k) for k in ("n_train", "n_test", "eval_every", "curve_n", "tokens_per_batch",
-                                               "hidden_size", "max_new_tokens") if getattr(args, k) is not None}
+                                               "hidden_size", "max_new_tokens", "H_cycles", "L_cycles")
+                 if getattr(args, k) is not None}
+    if args.credit is not None:
+        overrides["credit"] = tuple(int(v) for v in args.credit.split(","))
     command = "PYTHONPATH=. .venv/bin/python benchmarks/experiments/text_cpu.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
@@ -246,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["pilots"] = [*result.get("pilots", []), *found.get("pilots", [])]
         result["commands"] = [*found.get("commands", []), *result["commands"]]
         result["notes"] = [*result.get("notes", []), *found.get("notes", [])]
+    result["notes"] = [*result.get("notes", []), *args.note]
     if args.stage in ("pilots", "all"):
         result["pilots"] = [] if args.stage == "all" else result.get("pilots", [])
         for task in [t for t in args.pilot_tasks.split(",") if t]:

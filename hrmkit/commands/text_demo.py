@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from hrmkit.callbacks import DeepCreditWarmup, MagicNormHealth
+from hrmkit.commands.symbolic_source import CellRows, build_source_data, cells, train_source
 from hrmkit.cores import RecursiveCore, build_core
 from hrmkit.data.text.module import TextDataModule
 from hrmkit.data.text.reasoning_gym_tasks import build_gym_text, preset_tag, resolve, scorer, task_records
@@ -60,12 +61,35 @@ class TextCpuConfig:
     # constructor arguments over the shared block options of :func:`text_core`; the default is text-cpu's HRM
     core: str = "hrm"
     core_kwargs: dict[str, Any] = field(default_factory=dict)
-    # gradient horizon: None = DeepCreditWarmup 2→5 over the first 20 % of the steps; an int = that many calls with
-    # gradient for the whole run (no warm-up)
+    # gradient horizon: None = DeepCreditWarmup ``credit[0]``→``credit[1]`` calls over the first 20 % of the steps
+    # (HRM-Text's 2→5); an int = that many calls with gradient for the whole run (no warm-up)
     bp_steps: int | None = None
+    credit: tuple[int, int] = (2, 5)
     judge_n: int | None = None  # judge only the first held-out problems (None: every one)
     val_loss: bool = False  # also measure the response-only loss over every held-out problem after training
     log_name: str | None = None  # CSV log folder under ``<work_dir>/logs`` (None: ``seed<seed>``)
+    # transfer (benchmarks/experiments/transfer.py): a trained task checkpoint whose core starts this run (copied
+    # exactly by :mod:`hrmkit.transfer`, so ``core``/``core_kwargs`` must build the same core), and parts kept fixed
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)
+    # symbolic pretraining (mini_sudoku only; :mod:`hrmkit.commands.symbolic_source`): train the run's core on
+    # symbolic 4x4 Sudoku for this many steps first, then start the text model from it (core by ``init_from``, cell
+    # characters' embedding and LM-head rows from the source's); its minutes count in the run's budget. 0 = none
+    source_steps: int = 0
+    source_batch: int = 64
+    source_lr: float = 1e-3
+    source_train: int = 20000
+    source_test: int = 1000
+
+
+@dataclass
+class TaskData:
+    """A built text dataset with its held-out records and their scorer, for runs on data that is not a
+    reasoning-gym preset (``score(answer, record) -> 1.0`` when right)."""
+
+    data_dir: Path
+    held_out: list[dict]
+    score: Callable[[str, dict], float]
 
 
 @contextlib.contextmanager
@@ -160,6 +184,23 @@ def text_core(cfg: TextCpuConfig) -> RecursiveCore:
     return build_core(cfg.core, **kwargs)
 
 
+def symbolic_source(cfg: TextCpuConfig, seed: int, work_dir: str, held_out: Sequence[dict],
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Train (or reuse) the run's symbolic 4x4 Sudoku source: text-cpu's core on puzzles that exclude every
+    held-out one. Returns its figures with the checkpoint path."""
+    if resolve(cfg.task).dataset != "mini_sudoku":
+        raise ValueError(f"source_steps: symbolic pretraining is for mini_sudoku, not {cfg.task!r}")
+    exclude = {cells(r["entry"]["metadata"]["puzzle"]) for r in held_out}
+    data_dir = build_source_data(Path(work_dir) / f"source-train{cfg.source_train}-test{cfg.source_test}",
+                                 cfg.source_train, cfg.source_test, exclude)
+    out = Path(work_dir) / (f"source-d{cfg.hidden_size}-H{cfg.H_cycles}L{cfg.L_cycles}-{cfg.source_steps}x"
+                            f"{cfg.source_batch}-lr{cfg.source_lr:g}-seed{seed}")
+    res = train_source(text_core(cfg), data_dir, out, cfg.source_steps, cfg.source_batch, cfg.source_lr, seed)
+    log(f"symbolic source: {res['steps']} steps in {res['minutes']:.1f} min, held-out symbolic exact "
+        f"{res['exact']:.1%} ({', '.join(f'{t} {v:.0%}' for t, v in res['exact_by_tag'].items())})")
+    return res
+
+
 def held_out_loss(model: TextTask, data: TextDataModule) -> float:
     """Response-only cross-entropy per response token over the whole held-out (val) split, in stored order."""
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -168,11 +209,13 @@ def held_out_loss(model: TextTask, data: TextDataModule) -> float:
 
 
 def run_text_cpu(cfg: TextCpuConfig, seed: int = 0, work_dir: str = "runs/text-cpu",
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build the task's data (reused when present), train for ``cfg.steps`` (capped at ``cfg.minutes``), judge
-    every held-out problem, and return the figures with every judged row."""
+                 log: Callable[[str], None] = print, data: TaskData | None = None,
+                 callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Build the task's data (reused when present; ``data`` replaces it), train for ``cfg.steps`` (capped at
+    ``cfg.minutes``), judge every held-out problem, and return the figures with every judged row (in held-out
+    order). ``callbacks`` join the run's own."""
     with _quiet():
-        return _run_text_cpu(cfg, seed, work_dir, log)
+        return _run_text_cpu(cfg, seed, work_dir, log, data, callbacks)
 
 
 def text_data(cfg: TextCpuConfig, work_dir: str) -> tuple[Path, list[dict], list[dict]]:
@@ -185,29 +228,41 @@ def text_data(cfg: TextCpuConfig, work_dir: str) -> tuple[Path, list[dict], list
     return data_dir, train, held_out
 
 
-def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
-    data_dir, _, held_out = text_data(cfg, work_dir)
+def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[str], None],
+                  task_data: TaskData | None, callbacks: Sequence[Callback]) -> dict[str, Any]:
+    if task_data is None:
+        data_dir, _, held_out = text_data(cfg, work_dir)
+        score = scorer(resolve(cfg.task))
+    else:
+        data_dir, held_out, score = task_data.data_dir, task_data.held_out, task_data.score
     tok = load_tokenizer(data_dir)
-    score = scorer(resolve(cfg.task))
+    init_from, source, callbacks = cfg.init_from, None, list(callbacks)
+    if cfg.source_steps > 0:
+        source = symbolic_source(cfg, seed, work_dir, held_out, log)
+        init_from = source["checkpoint"]
+        callbacks.append(CellRows(init_from, data_dir))
+    source_minutes = source["minutes"] if source else 0.0
 
     L.seed_everything(seed, verbose=False)
     core = text_core(cfg)
     model = TextTask(core, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1, warmup_steps=cfg.warmup_steps,
-                     schedule="cosine", pad_id=tok.pad_id)
+                     schedule="cosine", pad_id=tok.pad_id, init_from=init_from, freeze=list(cfg.freeze) or None)
     data = TextDataModule(str(data_dir), tokens_per_batch=cfg.tokens_per_batch, seed=seed)
     curve = HeldOutCurve(tok, held_out[:cfg.curve_n], score, cfg.eval_every, cfg.max_new_tokens, log)
     health = MagicNormHealth(every_n_steps=50)
-    credit = [DeepCreditWarmup(2, 5, warmup_ratio=0.2, total_steps=cfg.steps)] if cfg.bp_steps is None else []
+    credit = ([DeepCreditWarmup(*cfg.credit, warmup_ratio=0.2, total_steps=cfg.steps)] if cfg.bp_steps is None
+              else [])
     logger = L.pytorch.loggers.CSVLogger(Path(work_dir) / "logs", name=cfg.log_name or f"seed{seed}")
-    trainer = L.Trainer(max_steps=cfg.steps, max_time={"seconds": int(cfg.minutes * 60)}, accelerator="cpu",
+    budget_s = max(1, int((cfg.minutes - source_minutes) * 60))
+    trainer = L.Trainer(max_steps=cfg.steps, max_time={"seconds": budget_s}, accelerator="cpu",
                         devices=1, logger=logger,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=10,
-                        callbacks=[*credit, health, curve])
+                        callbacks=[*credit, health, curve, *callbacks])
     start = time.perf_counter()
     trainer.fit(model, data)
     train_s = time.perf_counter() - start - curve.judge_s
-    train_minutes = train_s / 60
+    train_minutes = train_s / 60 + source_minutes
     judged = held_out[:cfg.judge_n] if cfg.judge_n is not None else held_out
     exact, rows = judge(model, tok, judged, score, cfg.max_new_tokens)
     mean_score = sum(r["score"] for r in rows) / len(rows)
@@ -219,12 +274,14 @@ def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[s
             "params": sum(p.numel() for p in model.parameters()), "vocab": tok.vocab_size,
             "curve": curve.curve, "magicnorm_problems": len(health.problems),
             "magicnorm_last": {k: round(v, 4) for k, v in health.last_metrics.items() if "rms" in k},
-            "config": asdict(cfg), "rows": rows}
+            "config": asdict(cfg), "rows": rows,
+            **({"source": {k: v for k, v in source.items() if k != "checkpoint"},
+                "text_minutes": round(train_s / 60, 2)} if source else {})}
 
 
 def run_text_demo(task: str = "mini_sudoku", steps: int | None = None, minutes: float | None = None, seed: int = 0,
                   out_dir: str | None = None, n_train: int | None = None, n_test: int | None = None,
-                  show: int = 8, threads: int | None = 1) -> dict[str, Any]:
+                  show: int = 8, threads: int | None = 1, source_steps: int = 0) -> dict[str, Any]:
     """Run the text-cpu experiment once and print held-out problems with the model's answers and the exact score.
     ``None`` keeps the experiment's value (:class:`TextCpuConfig`; data and logs in ``runs/text-cpu``)."""
     from rich.console import Console
@@ -234,11 +291,14 @@ def run_text_demo(task: str = "mini_sudoku", steps: int | None = None, minutes: 
     if threads:
         torch.set_num_threads(threads)
     cfg = TextCpuConfig(task=task)
+    cfg.source_steps = source_steps
     for name, value in (("steps", steps), ("minutes", minutes), ("n_train", n_train), ("n_test", n_test)):
         if value is not None:
             setattr(cfg, name, value)
     console.print(f"[bold]hrmkit demo --task text[/]: HRM-Text (d={cfg.hidden_size}, H{cfg.H_cycles}L{cfg.L_cycles}) "
-                  f"on reasoning-gym {task} ({resolve(task).note}), {cfg.steps} steps (cap {cfg.minutes:g} min) on "
+                  f"on reasoning-gym {task} ({resolve(task).note}), "
+                  + (f"{cfg.source_steps} symbolic Sudoku steps, then " if cfg.source_steps else "")
+                  + f"{cfg.steps} steps (cap {cfg.minutes:g} min) on "
                   f"{torch.get_num_threads()} CPU thread(s)")
     res = run_text_cpu(cfg, seed=seed, work_dir=out_dir or "runs/text-cpu", log=console.print)
     table = Table(title=f"held-out {task}: {res['exact']:.1%} exact over {res['held_out']} unseen problems "

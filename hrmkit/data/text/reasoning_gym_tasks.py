@@ -179,21 +179,29 @@ def build_gym_text(out_dir: str, task: str | GymTask, train: Sequence[dict], hel
                    max_len: int = 512, overwrite: bool = False) -> TextMetadata:
     """A text dataset (held-out = val split) with a character-level tokenizer over the training texts' alphabet;
     the records are kept in ``<out_dir>/jsonl/``."""
+    spec = resolve(task)
+    return build_char_text(out_dir, train, held_out, "hrmkit.data.text.reasoning_gym_tasks",
+                           {"task": spec.dataset, "config": {k: list(v) if isinstance(v, tuple) else v
+                                                             for k, v in spec.config.items()}},
+                           max_len=max_len, overwrite=overwrite)
+
+
+def build_char_text(out_dir: str, train: Sequence[dict], held_out: Sequence[dict], builder: str,
+                    build_args: dict[str, Any], max_len: int = 512, overwrite: bool = False) -> TextMetadata:
+    """Instruction→response records (``condition`` per record) as a text dataset with a character-level tokenizer
+    over the training texts' alphabet (held-out = val split); the records are kept in ``<out_dir>/jsonl/``."""
     target = check_text_output_dir(out_dir, overwrite)
     tok = char_level(r[k] for r in train for k in ("instruction", "response"))
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{target.name}.jsonl-", dir=target.parent))
     plain = lambda rs: [{k: r[k] for k in ("instruction", "response", "condition")} for r in rs]  # noqa: E731
-    spec = resolve(task)
     try:
         train_file = write_jsonl(scratch / "train.jsonl", plain(train))
         test_file = write_jsonl(scratch / "test.jsonl", plain(held_out))
         return build_text_dataset(target, [train_file], tok, val_jsonl=[test_file], max_len=max_len,
                                   overwrite=overwrite,
                                   extra_files={"jsonl/train.jsonl": train_file, "jsonl/test.jsonl": test_file},
-                                  builder="hrmkit.data.text.reasoning_gym_tasks",
-                                  build_args={"task": spec.dataset, "config": {k: list(v) if isinstance(v, tuple)
-                                                                               else v for k, v in spec.config.items()},
-                                              "train": len(train), "held_out": len(held_out)})
+                                  builder=builder,
+                                  build_args={**build_args, "train": len(train), "held_out": len(held_out)})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
