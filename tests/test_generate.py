@@ -195,3 +195,17 @@ def test_static_path_argument_errors():
         generate(task, PROMPTS, 2, compile="yes")
     with pytest.raises(ValueError, match="prompt_len"):
         StaticKVCache(torch.tensor([0]), prompt_len=5, max_len=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_decode_attention_matches_sdpa_over_a_masked_static_cache(dtype):
+    from hrmkit.nn.cache import decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 16, generator=g).to(dtype) for n in (1, 40, 40))
+    allowed = torch.rand(3, 1, 1, 40, generator=g) > 0.4
+    allowed[..., 0] = True  # every row sees at least one slot, as a decode step sees its own token
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=allowed)
+    out = decode_attention(q, k, v, allowed)
+    assert out.dtype == dtype and out.shape == (3, 2, 1, 16)
+    torch.testing.assert_close(out.float(), ref, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-3)

@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 args.source_train, args.source_test, exclude)
     torch.set_num_threads(args.source_threads)
     with _quiet():
-        source = train_source(text_core(cfg), src_dir, work / f"source-{cfg.hidden_size}-{args.source_steps}x"
+        source = train_source(lambda: text_core(cfg), src_dir, work / f"source-{cfg.hidden_size}-{args.source_steps}x"
                               f"{args.source_batch}", args.source_steps, args.source_batch, args.source_lr, 0)
     print(json.dumps({"source": {k: v for k, v in source.items() if k != "checkpoint"}}), flush=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +82,17 @@ def build_source_data(out: str | os.PathLike, n_train: int, n_test: int, exclude
     return target
 
 
-def train_source(core: RecursiveCore, data_dir: str | os.PathLike, out: str | os.PathLike, steps: int,
-                 batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> dict[str, Any]:
-    """Train ``core`` in a PuzzleTask on the symbolic puzzles, then write ``<out>/source.ckpt`` (weights only, what
-    ``init_from`` reads) and ``<out>/source.json`` (the held-out figures). Reused when both exist."""
+def train_source(make_core: Callable[[], RecursiveCore], data_dir: str | os.PathLike, out: str | os.PathLike,
+                 steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> dict[str, Any]:
+    """Train a core (``make_core()``, built after seeding, so ``seed`` fixes its initialisation) in a PuzzleTask on
+    the symbolic puzzles, then write ``<out>/source.ckpt`` (weights only, what ``init_from`` reads) and
+    ``<out>/source.json`` (the held-out figures). Reused when both exist."""
     folder = Path(out)
     ckpt, summary = folder / "source.ckpt", folder / "source.json"
     if ckpt.is_file() and summary.is_file():
         return json.loads(summary.read_text())
     L.seed_everything(seed, verbose=False)
-    model = PuzzleTask(core, puzzle_emb_len=0, puzzle_emb_ndim=0, halting="none", halt_max_steps=1,
+    model = PuzzleTask(make_core(), puzzle_emb_len=0, puzzle_emb_ndim=0, halting="none", halt_max_steps=1,
                        loss="softmax", loss_dtype="float32", lr=lr, warmup_steps=100, lr_min_ratio=0.1,
                        tag_names=list(TAGS), num_tags=len(TAGS))
     data = PuzzleDataModule(str(data_dir), batch_size=batch_size, eval_batch_size=500, seed=seed)

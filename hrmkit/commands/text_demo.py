@@ -195,7 +195,8 @@ def symbolic_source(cfg: TextCpuConfig, seed: int, work_dir: str, held_out: Sequ
                                  cfg.source_train, cfg.source_test, exclude)
     out = Path(work_dir) / (f"source-d{cfg.hidden_size}-H{cfg.H_cycles}L{cfg.L_cycles}-{cfg.source_steps}x"
                             f"{cfg.source_batch}-lr{cfg.source_lr:g}-seed{seed}")
-    res = train_source(text_core(cfg), data_dir, out, cfg.source_steps, cfg.source_batch, cfg.source_lr, seed)
+    res = train_source(lambda: text_core(cfg), data_dir, out, cfg.source_steps, cfg.source_batch, cfg.source_lr,
+                       seed)
     log(f"symbolic source: {res['steps']} steps in {res['minutes']:.1f} min, held-out symbolic exact "
         f"{res['exact']:.1%} ({', '.join(f'{t} {v:.0%}' for t, v in res['exact_by_tag'].items())})")
     return res

@@ -100,8 +100,20 @@ class StaticLayerKV:
         slots = cache.cursor + cache.slots[:q_len]
         self.k.index_copy_(2, slots, k.transpose(1, 2).to(self.k.dtype))
         self.v.index_copy_(2, slots, v.transpose(1, 2).to(self.v.dtype))
+        if q_len == 1 and q.device.type == "cpu":
+            return decode_attention(q.transpose(1, 2), self.k, self.v, cache.mask(1)).transpose(1, 2)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), self.k, self.v, attn_mask=cache.mask(q_len))
         return out.transpose(1, 2)
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
+    """One query per row over a static cache (``q`` ``[B, H, 1, D]``, ``k``/``v`` ``[B, H, L, D]``, ``allowed``
+    boolean, broadcastable to ``[B, H, 1, L]``) as two matmuls and an fp32 softmax. Why: on the CPU, SDPA's flash
+    kernel spends ~0.45 ms per call on this shape (batch 8, 128 slots), a third of a compiled decode step; with
+    this form batch-8 decoding went from 1.38-1.42x to 1.54-1.56x transformers' speed (docs/benchmarks.md)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return torch.matmul(probs.to(v.dtype), v)
 
 
 class StaticKVCache:
