@@ -199,9 +199,11 @@ def _shows(result: dict[str, Any]) -> list[str]:
             base = (f"; on the first {same['curve_n']} held-out problems it had {_pct(mine['exact'])} at step "
                     f"{mine['step']}, the final model's seed {p['seed']} {_pct(at['exact'])} at step {at['step']}"
                     if at and mine else "")
+            how = ("stopped by its wall-clock cap" if p["steps"] < p["config"]["steps"]
+                   else f"a complete {p['steps']}-step schedule")
             out.append(f"- Variant {_model(p['config'])}: {_pct(p['exact'])} held-out exact after {p['steps']} steps "
-                       f"(seed {p['seed']}, stopped by its wall-clock cap at load {p['load_before'][0]}–"
-                       f"{p['load_after'][0]}){base}. One seed each: a difference is not established.")
+                       f"(seed {p['seed']}, {how}, load {p['load_before'][0]}–{p['load_after'][0]}){base}. One "
+                       "seed each: a difference is not established.")
         elif same is not None and p["steps"] != same["steps"]:
             out.append(f"- More steps did not close the gap: seed {p['seed']} reached {_pct(p['exact'])} after "
                        f"{p['steps']} steps and {_pct(same['exact'])} after {same['steps']}.")
