@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max_new_tokens", type=int, default=48)
     parser.add_argument("--hidden_size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="target runs at once (processes, 1 thread each)")
-    parser.add_argument("--source_threads", type=int, default=2)
+    parser.add_argument("--source_threads", type=int, default=1,
+                        help="torch threads of the source run (1: the same numbers as the demo's source)")
     parser.add_argument("--work_dir", default="runs/transfer")
     parser.add_argument("--report_dir", default=str(ROOT / "docs" / "experiments"))
     parser.add_argument("--report_only", action="store_true",
