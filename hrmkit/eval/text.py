@@ -29,32 +29,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hrmkit.data.text.boxed import last_boxed
+
 if TYPE_CHECKING:
     from hrmkit.data.text.tokenizer import Tokenizer
     from hrmkit.tasks.text import TextTask
 
 Kind = Literal["math", "mc", "puzzle"]
-_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MC_LINE = re.compile(r"^\s*([A-Z])[.)]\s", re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------------------------- answer extraction
-def last_boxed(text: str) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` or ``\\fbox{...}`` in ``text`` (nested braces kept), or None."""
-    found = None
-    for match in _BOX.finditer(text):
-        depth, start = 1, match.end()
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    found = text[start:i]
-                    break
-    return found
-
-
 def extract_answer(text: str) -> str:
     """The reference's extraction: the last box if any, else the whole text; stripped."""
     boxed = last_boxed(text)
