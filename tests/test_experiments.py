@@ -66,6 +66,56 @@ def test_mini_sudoku_preset_keeps_only_puzzles_with_one_solution():
     assert any(mini_sudoku_solutions(r["entry"]["metadata"]["puzzle"]) > 1 for r in raw)
 
 
+def test_worked_mini_sudoku_steps_are_singles_that_replay_to_the_stored_answer():
+    from hrmkit.data.text.reasoning_gym_tasks import mini_sudoku_steps, scorer, task_records
+
+    train, held_out = task_records("mini_sudoku_worked", 30, 30, seed=5)
+    direct, direct_held_out = task_records("mini_sudoku", 30, 30, seed=5)
+    assert [r["instruction"] for r in held_out] == [r["instruction"] for r in direct_held_out]  # same puzzles
+    for r in train + held_out:
+        assert r["condition"] == "cot" and r["response"].endswith("\\boxed{" + r["entry"]["answer"] + "}")
+        board = [list(row) for row in r["entry"]["metadata"]["puzzle"]]
+        lines = r["response"].split("\n\\boxed{")[0].split("\n")
+        assert len(lines) == sum(row.count(0) for row in board)
+        for line, (row, col, value) in zip(lines, mini_sudoku_steps(board)):
+            assert line == f"r{row + 1}c{col + 1}={value}" and board[row][col] == 0
+            board[row][col] = value
+        assert "\n".join(" ".join(map(str, row)) for row in board) == r["entry"]["answer"]
+    score, first = scorer("mini_sudoku_worked"), held_out[0]
+    assert score(first["response"], first) == 1.0
+    assert score("r1c1=1\n\\boxed{" + first["entry"]["answer"] + "}", first) == 1.0  # the box is judged
+    assert score(first["entry"]["answer"], first) == 0.0  # no box, no answer
+    assert scorer("mini_sudoku")(direct_held_out[0]["response"], direct_held_out[0]) == 1.0  # direct: no box
+    with pytest.raises(ValueError, match="no blank with a single candidate"):
+        mini_sudoku_steps([[0] * 4] * 4)
+
+
+def test_worked_mini_sudoku_waves_fill_every_naked_single_of_the_board_before():
+    from hrmkit.data.text.reasoning_gym_tasks import mini_sudoku_solutions, mini_sudoku_waves, scorer, task_records
+
+    train, held_out = task_records("mini_sudoku_waves", 30, 30, seed=5)
+    for r in train + held_out:
+        *boards, last = r["response"].split("\n\n")
+        assert last == "\\boxed{" + r["entry"]["answer"] + "}" and r["condition"] == "cot"
+        board = [list(row) for row in r["entry"]["metadata"]["puzzle"]]
+        for text in [*boards, r["entry"]["answer"]]:
+            grid = [[0 if v == "_" else int(v) for v in row.split(" ")] for row in text.split("\n")]
+            for i in range(4):
+                for j in range(4):  # a cell is filled exactly when the board before left it one candidate
+                    if board[i][j]:
+                        assert grid[i][j] == board[i][j]
+                    else:
+                        box = {board[a][b] for a in range(i - i % 2, i - i % 2 + 2)
+                               for b in range(j - j % 2, j - j % 2 + 2)}
+                        left = {1, 2, 3, 4} - {board[i][k] for k in range(4)} - {board[k][j] for k in range(4)} - box
+                        assert grid[i][j] == (left.pop() if len(left) == 1 else 0)
+            board = grid
+        assert mini_sudoku_solutions(board) == 1 and all(all(row) for row in board)
+    assert scorer("mini_sudoku_waves")(held_out[0]["response"], held_out[0]) == 1.0
+    with pytest.raises(ValueError, match="no blank with a single candidate"):
+        mini_sudoku_waves([[0] * 4] * 4)
+
+
 def test_text_cpu_script_writes_report_and_json_at_toy_size(tmp_path, one_thread):
     report = tmp_path / "report"
     args = ["--stage", "all", "--pilot_tasks", "number_sorting", "--pilot_steps", "2", "--task", "chain_sum",
@@ -87,6 +137,22 @@ def test_text_cpu_script_writes_report_and_json_at_toy_size(tmp_path, one_thread
     _script("text_cpu").main(["--stage", "final", *args[6:10], "--seeds", "0", *args[12:]])
     again = json.loads((report / "text-cpu.json").read_text())
     assert [p["task"] for p in again["pilots"]] == ["number_sorting"] and len(again["commands"]) == 2
+    # a final of another task: seeds run apart join by --runs_from, and the earlier final stays in the report
+    waves = ["--task", "mini_sudoku_waves", "--steps", "2", "--n_train", "32", "--n_test", "30", "--eval_every", "2",
+             "--curve_n", "2", "--max_new_tokens", "6", "--work_dir", str(tmp_path / "work")]
+    side = tmp_path / "side"
+    _script("text_cpu").main(["--stage", "final", *waves, "--seeds", "1", "--report_dir", str(side)])
+    _script("text_cpu").main(["--stage", "final", *waves, "--seeds", "0", "--runs_from", str(side / "text-cpu.json"),
+                              "--report_dir", str(report)])
+    merged = json.loads((report / "text-cpu.json").read_text())
+    assert merged["task"] == "mini_sudoku_waves" and merged["seeds"] == [0, 1]
+    assert [e["task"] for e in merged["earlier_finals"]] == ["chain_sum"]
+    assert (report / "text-cpu-chain_sum-0.png").is_file() and (report / "text-cpu.png").is_file()
+    md = (report / "text-cpu.md").read_text()
+    assert "## Earlier final: chain_sum" in md and "Against the earlier final, chain_sum" in md
+    with pytest.raises(SystemExit, match="no run with this final's task and config"):
+        _script("text_cpu").main(["--stage", "final", *waves[:2], "--steps", "3", *waves[4:], "--seeds", "",
+                                  "--runs_from", str(side / "text-cpu.json"), "--report_dir", str(report)])
 
 
 def test_demo_task_text_runs_at_toy_size(tmp_path, capsys, one_thread):
@@ -95,7 +161,10 @@ def test_demo_task_text_runs_at_toy_size(tmp_path, capsys, one_thread):
     main(["demo", "--task", "text", "--max_steps", "2", "--n_train", "32", "--n_test", "12",
           "--out_dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "hrmkit demo --task text" in out and "held-out mini_sudoku" in out and "exact over" in out
+    assert "hrmkit demo --task text" in out and "held-out mini_sudoku_waves" in out and "exact over" in out
+    main(["demo", "--task", "text", "--text_task", "chain_sum", "--max_steps", "1", "--n_train", "16", "--n_test",
+          "4", "--out_dir", str(tmp_path)])
+    assert "held-out chain_sum" in capsys.readouterr().out
 
 
 def test_demo_task_rejects_unknown_names(capsys):

@@ -395,8 +395,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = {k: getattr(args, k) for k in ("n_train", "n_test", "tokens_per_batch", "max_new_tokens")
                  if getattr(args, k) is not None}
+    # the report's runs used text-cpu's recipe of then: the answer-only task, 50 warm-up steps
     base = TextCpuConfig(task=args.task, steps=args.steps, minutes=args.minutes, eval_every=args.eval_every,
-                         curve_n=args.curve_n, judge_n=args.judge_n, val_loss=True, **overrides)
+                         curve_n=args.curve_n, judge_n=args.judge_n, val_loss=True, warmup_steps=50, **overrides)
     setup = {k: getattr(base, k) for k in SETUP_KEYS}
     report_dir = Path(args.report_dir)
     json_path = report_dir / f"{NAME}.json"

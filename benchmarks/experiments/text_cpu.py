@@ -22,6 +22,7 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +87,47 @@ def _pct(v: float | None) -> str:
 def _model(c: dict[str, Any]) -> str:
     """The pilot's core schedule in a few words (d, H/L cycles, deep-credit warm-up)."""
     credit = c.get("credit", (2, 5))
-    return f"d{c['hidden_size']} H{c['H_cycles']}L{c['L_cycles']}, credit {credit[0]}→{credit[1]}"
+    extra = (f", lr {c['lr']:g}" if c.get("lr", 2e-3) != 2e-3 else "") + f", {c.get('warmup_steps', 50)} warm-up steps"
+    return f"d{c['hidden_size']} H{c['H_cycles']}L{c['L_cycles']}, credit {credit[0]}→{credit[1]}{extra}"
+
+
+def _runs_from(files: list[str], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Final runs (and pilots) in other reports whose config is this final's, seed order; a seed found twice or a
+    file with none of them is an error (a mismatch would mix budgets in one table)."""
+    runs: list[dict[str, Any]] = []
+    for name in files:
+        found = json.loads(Path(name).read_text())
+        same = [r for r in [*found.get("runs", []), *found.get("pilots", [])] if _plain(r["config"]) == _plain(config)]
+        if not same:
+            raise SystemExit(f"--runs_from {name}: no run with this final's task and config")
+        runs += same
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--runs_from: seeds {seeds} repeat")
+    return sorted(runs, key=lambda r: r["seed"])
+
+
+def _plain(config: dict[str, Any]) -> Any:
+    """A config as its JSON reading (tuples become lists), so stored and fresh configs compare equal."""
+    return json.loads(json.dumps(config))
+
+
+def _retire(result: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    """The stored final as an earlier one: its figures and table rows, its plot kept under a name of its own."""
+    plot = f"{NAME}-{result['task']}-{len(result.get('earlier_finals', []))}.png"
+    if result.get("plot") and (report_dir / result["plot"]).is_file():
+        os.replace(report_dir / result["plot"], report_dir / plot)
+    keep = ("task", "summary", "seeds")
+    return {**{k: result[k] for k in keep}, "plot": plot,
+            "runs": [{k: v for k, v in r.items() if k not in ("examples",)} for r in result["runs"]]}
 
 
 def _cfg_line(c: dict[str, Any]) -> str:
     credit = c.get("credit", (2, 5))
     return (f"HRM d={c['hidden_size']} heads={c['num_heads']} H{c['H_cycles']}L{c['L_cycles']} (1+1 layers), "
             f"deep credit {credit[0]}→{credit[1]} calls, "
-            f"lr {c['lr']:g} cosine, {c['tokens_per_batch']} tokens/step, {c['n_train']} train problems")
+            f"lr {c['lr']:g} cosine after {c.get('warmup_steps', 50)} warm-up steps, {c['tokens_per_batch']} "
+            f"tokens/step, {c['n_train']} train problems")
 
 
 def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
@@ -111,8 +145,10 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
              "- Tokenizer: character level (`hrmkit.data.text.tokenizer.char_level`, built with `tokenizers` over the "
              "training texts' alphabet; the 31 HRM-Text special tokens first).",
              "- Model: `TextTask` with the HRM core (MagicNorm, `hrm_text` injection, gated attention), PrefixLM "
-             "attention, response-only loss, `direct` condition; `DeepCreditWarmup` 2→5 over the first 20 % of the "
-             "steps; `MagicNormHealth` every 50 steps.",
+             "attention, response-only loss, `direct` condition (the answer alone; a worked preset such as "
+             "`mini_sudoku_waves` trains on a worked solution instead, under the `cot` condition: the solver's "
+             "steps, then the answer in `\\boxed{}`, and the scorer judges the last box); `DeepCreditWarmup` 2→5 "
+             "over the first 20 % of the steps; `MagicNormHealth` every 50 steps.",
              f"- Machine: {result['machine']}; **1 thread** (`torch.set_num_threads(1)`), shared with other jobs "
              f"(1-minute load averages recorded before and after each run ranged {_load_range(result)} on the 2 "
              "cores, so wall times are pessimistic).", "",
@@ -156,6 +192,19 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
             mark = "right" if e["score"] >= 1 else f"score {e['score']:g}"
             lines += [f"- `{_inline(e['question'])}` → `{_inline(e['output'])}` ({mark}; reference "
                       f"`{_inline(e['gold'])}`)"]
+    for earlier in result.get("earlier_finals", []):
+        s = earlier["summary"]
+        lines += ["", f"## Earlier final: {earlier['task']}, {_model(earlier['runs'][0]['config'])} "
+                  f"({PRESETS[earlier['task']].note})", "",
+                  f"Config: {_cfg_line(earlier['runs'][0]['config'])}.", "",
+                  "| seed | held-out exact | problems | steps | train min | MagicNorm flags | load before → after |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in earlier["runs"]:
+            lines.append(f"| {r['seed']} | {_pct(r['exact'])} | {r['held_out']} | {r['steps']} | {r['minutes']:.1f} "
+                         f"| {r['magicnorm_problems']} | {r['load_before'][0]} → {r['load_after'][0]} |")
+        lines += ["", f"Mean held-out exact {_pct(s['exact'])} over {len(earlier['runs'])} seeds (seed spread "
+                  f"{_pct(s['exact_min'])} – {_pct(s['exact_max'])}).", "",
+                  f"![held-out exact during training, {earlier['task']}]({earlier['plot']})"]
     lines += ["", "## What it shows", ""]
     lines += result.get("shows", ["(filled in once the final stage has run)"])
     lines += ["", "## What it does not show", "",
@@ -163,6 +212,9 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
               "generator and size (no longer chains, larger grids or other tasks).",
               "- That HRM's recursion is what solves it: there is no Transformer or ablation row here (that is the "
               "[core-ablation](core-ablation.md) experiment).",
+              *(["- That the model solves these puzzles without writing steps: a worked preset's training data "
+                 "spells the solver's steps out; the answer-only figure is the earlier final's."]
+                if runs and PRESETS[result["task"]].worked is not None else []),
               "- Speed on an idle machine: the runs shared two cores with other jobs; the step count, not the "
               "wall time, is the reproducible budget."]
     target = report_dir / f"{NAME}.md"
@@ -182,6 +234,8 @@ def _inline(text: str) -> str:
 
 def _shows(result: dict[str, Any]) -> list[str]:
     """The plain reading of the figures (goal: >= 90 % held-out exact)."""
+    from hrmkit.data.text.reasoning_gym_tasks import PRESETS
+
     s, task = result["summary"], result["task"]
     reached = s["exact_min"] >= 0.9
     verdict = "every seed at or above" if reached else "no seed at" if s["exact_max"] < 0.9 else "not every seed at"
@@ -207,12 +261,30 @@ def _shows(result: dict[str, Any]) -> list[str]:
         elif same is not None and p["steps"] != same["steps"]:
             out.append(f"- More steps did not close the gap: seed {p['seed']} reached {_pct(p['exact'])} after "
                        f"{p['steps']} steps and {_pct(same['exact'])} after {same['steps']}.")
-    if task == "mini_sudoku":
+    for earlier in result.get("earlier_finals", []):
+        e = earlier["summary"]
+        same = {r["held_out"] for r in result["runs"]} == {r["held_out"] for r in earlier["runs"]}
+        apart = e["exact_max"] < s["exact_min"] or s["exact_max"] < e["exact_min"]
+        out.append(f"- Against the earlier final, {earlier['task']} ({_model(earlier['runs'][0]['config'])}): "
+                   f"{_pct(e['exact'])} "
+                   f"({_pct(e['exact_min'])} – {_pct(e['exact_max'])}) "
+                   + ("on the same held-out problems" if same else "on other held-out problems")
+                   + f", {e['steps']} steps. The difference, {100 * (s['exact'] - e['exact']):+.1f} points, is "
+                   + ("outside both seed spreads." if apart else "within the seed spreads: not established."))
+    if PRESETS[task].worked is not None:
+        out.append(f"- What {task} changes is the response, not the model: the same core, tokenizer, budget and "
+                   "held-out puzzles, but the model writes the worked steps before the boxed answer, so each "
+                   "character it writes needs fewer deductions at once (see the examples above). The steps are "
+                   "the model's own at test time (nothing but the question is given), and only the boxed answer is "
+                   "judged.")
+    if task.startswith("mini_sudoku"):
         out.append("- reasoning-gym's own mini_sudoku cannot be scored near 100 % by any solver: it blanks cells "
                    "without a uniqueness check, about 60 % of its default puzzles have several solutions, and "
                    "`score_answer` accepts only the stored one. That caps the unfiltered runs (`mini_sudoku_any` "
                    "rows, mean score at most 0.55); the final runs keep only puzzles with one solution.")
-    others = sorted({p["task"] for p in result.get("pilots", [])} - {task, f"{task}_any"})
+    finals = {task, *(e["task"] for e in result.get("earlier_finals", []))}
+    unfiltered = {f"{t.split('_')[0]}_{t.split('_')[1]}_any" for t in finals if t.startswith("mini_sudoku")}
+    others = sorted({p["task"] for p in result.get("pilots", [])} - finals - unfiltered)
     if others:
         out.append(f"- {', '.join(others)}: short pilots only (table above), all far below the goal; they were not "
                    "trained with the final budget, so this is no statement about what they reach with it.")
@@ -222,7 +294,7 @@ def _shows(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("pilots", "final", "all"), default="all")
-    parser.add_argument("--task", default="mini_sudoku")
+    parser.add_argument("--task", default="mini_sudoku_waves")
     parser.add_argument("--steps", type=int, default=None, help="final training steps (default: TextCpuConfig)")
     parser.add_argument("--minutes", type=float, default=15.0, help="wall-clock cap per final run")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds of the final stage")
@@ -233,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens_per_batch", type=int, default=None)
     parser.add_argument("--hidden_size", type=int, default=None)
     parser.add_argument("--max_new_tokens", type=int, default=None, help="generation budget per answer")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--warmup_steps", type=int, default=None)
     parser.add_argument("--H_cycles", type=int, default=None)
     parser.add_argument("--L_cycles", type=int, default=None)
     parser.add_argument("--credit", default=None,
@@ -242,6 +316,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pilot_minutes", type=float, default=3.5)
     parser.add_argument("--pilots_from", nargs="*", default=[],
                         help="text-cpu.json files of earlier pilot stages whose pilots (and commands) to include")
+    parser.add_argument("--runs_from", nargs="*", default=[],
+                        help="text-cpu.json files whose final runs, and pilots, of this final's task and config join "
+                             "this final stage (seeds run in parallel processes; their commands are kept)")
     parser.add_argument("--note", action="append", default=[],
                         help="a line for the report's notes (e.g. a run stopped before it wrote its figures)")
     parser.add_argument("--threads", type=int, default=1)
@@ -258,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     json_path = report_dir / f"{NAME}.json"
     result: dict[str, Any] = json.loads(json_path.read_text()) if json_path.is_file() else {}
     overrides = {k: getattr(args, k) for k in ("n_train", "n_test", "eval_every", "curve_n", "tokens_per_batch",
-                                               "hidden_size", "max_new_tokens", "H_cycles", "L_cycles")
+                                               "hidden_size", "max_new_tokens", "H_cycles", "L_cycles", "lr",
+                                               "warmup_steps")
                  if getattr(args, k) is not None}
     if args.credit is not None:
         overrides["credit"] = tuple(int(v) for v in args.credit.split(","))
@@ -266,9 +344,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         argv if argv is not None else sys.argv[1:])
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
     result["threads"] = args.threads
+    final_cfg = TextCpuConfig(task=args.task, minutes=args.minutes, **overrides)
+    if args.steps is not None:
+        final_cfg.steps = args.steps
+    # a final of another task or config keeps the stored one (and its commands) as an earlier final; a rerun of the
+    # same final replaces it
+    retire = args.stage == "final" and bool(result.get("runs")) and (
+        _plain(result["runs"][0]["config"]) != _plain(asdict(final_cfg)))
     kept = [] if args.stage == "all" else [c for c in result.get("commands", []) if "--stage final" not in c
-                                           or args.stage != "final"]
-    result["commands"] = [*kept, command]
+                                           or args.stage != "final" or retire]
+    joined = [c for f in args.runs_from for c in json.loads(Path(f).read_text()).get("commands", [])]
+    result["commands"] = list(dict.fromkeys([*kept, *joined, command]))
+    if args.stage == "all":
+        result.pop("earlier_finals", None)
 
     for other in args.pilots_from:  # pilots this script wrote into another report folder, with their commands
         found = json.loads(Path(other).read_text())
@@ -286,19 +374,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["pilots"].append(run)
             _atomic_write(json_path, json.dumps(result, indent=1) + "\n")
     if args.stage in ("final", "all"):
-        cfg = TextCpuConfig(task=args.task, minutes=args.minutes, **overrides)
-        if args.steps is not None:
-            cfg.steps = args.steps
-        runs = []
-        for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            run = _run(cfg, seed, args.work_dir)
-            run["curve_n"] = min(cfg.curve_n, run["held_out"])
-            runs.append(run)
+        cfg = final_cfg
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        runs = _runs_from(args.runs_from, asdict(cfg))
+        if not runs and not seeds:
+            raise SystemExit("final: no seeds to run (--seeds) and no runs of this task and config in --runs_from")
+        if retire:
+            result["earlier_finals"] = [*result.get("earlier_finals", []), _retire(result, report_dir)]
+
+        def record(runs: list[dict[str, Any]]) -> None:
+            runs.sort(key=lambda r: r["seed"])
             result.update(task=args.task, runs=runs, summary=summarise(runs), seeds=[r["seed"] for r in runs])
             result.update(exact=result["summary"]["exact"], minutes=result["summary"]["minutes"],
                           steps=result["summary"]["steps"], curve=runs[0]["curve"])
             result["plot"] = _plot(runs, report_dir / f"{NAME}.png")
             _atomic_write(json_path, json.dumps(result, indent=1) + "\n")
+
+        if runs:
+            record(runs)
+        for seed in seeds:
+            run = _run(cfg, seed, args.work_dir)
+            run["curve_n"] = min(cfg.curve_n, run["held_out"])
+            runs.append(run)
+            record(runs)
     if result.get("runs"):  # the reading covers the pilots too, so it is redone whenever either stage runs
         result["shows"] = _shows(result)
         _atomic_write(json_path, json.dumps(result, indent=1) + "\n")

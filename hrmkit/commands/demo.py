@@ -110,7 +110,7 @@ def _examples(data_dir: str, per_tag: int) -> dict[int, list[tuple[np.ndarray, n
 
 def demo(minutes: float | None = None, out_dir: str = "runs/demo", seed: int = 0, max_steps: int = -1,
          task: Literal["sudoku", "text"] = "sudoku", n_train: int | None = None, n_test: int | None = None,
-         source_steps: int = 0) -> None:
+         source_steps: int = 0, text_task: str | None = None) -> None:
     """Generate Sudoku, train a small recursive model (TRM) on the CPU, and show it solving held-out puzzles.
 
     Args:
@@ -124,12 +124,15 @@ def demo(minutes: float | None = None, out_dir: str = "runs/demo", seed: int = 0
         n_test: text only: held-out problems judged (default: the experiment's).
         source_steps: text only: first train the core on symbolic 4x4 Sudoku for this many steps and start the
             text model from it (symbolic-to-text transfer; its minutes count in the budget). 0: from scratch.
+        text_task: text only: the reasoning-gym preset (default: the experiment's ``mini_sudoku_waves``, worked
+            solutions; ``mini_sudoku`` asks for the answer alone).
     """
     if task == "text":
         from hrmkit.commands.text_demo import run_text_demo
 
-        run_text_demo(steps=max_steps if max_steps > 0 else None, minutes=minutes, seed=seed, n_train=n_train,
-                      n_test=n_test, out_dir=None if out_dir == "runs/demo" else out_dir, source_steps=source_steps)
+        run_text_demo(**({"task": text_task} if text_task else {}), steps=max_steps if max_steps > 0 else None,
+                      minutes=minutes, seed=seed, n_train=n_train, n_test=n_test,
+                      out_dir=None if out_dir == "runs/demo" else out_dir, source_steps=source_steps)
         return
     run_demo(minutes=12.0 if minutes is None else minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)
 

@@ -3,7 +3,9 @@
 Why: a CPU-sized text model needs tasks that are procedurally generated (unlimited, offline), short, and checkable
 by a scorer that is not ours. reasoning-gym (the ``gsm`` extra) ships such tasks with ``score_answer``. Each record
 is ``{"instruction": question, "response": answer}`` with the ``direct`` condition (no chain of thought): the
-model must produce the answer string itself, and the scorer decides.
+model must produce the answer string itself, and the scorer decides. A preset with a ``worked`` solver instead
+trains on a worked solution under the ``cot`` condition: the solver's steps, then the answer in ``\\boxed{...}``
+(HRM-Text's convention); the scorer judges the last box of the model's output.
 
 Splits are disjoint by seed: reasoning-gym draws example ``i`` of a dataset with seed ``s`` from ``Random(s + i)``,
 so train takes seeds ``seed .. seed + n_train - 1`` and held-out the next ``n_test`` seeds; held-out questions that
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hrmkit.data.text.boxed import last_boxed
 from hrmkit.data.text.format import TextMetadata, check_text_output_dir
 from hrmkit.data.text.jsonl import build_text_dataset, write_jsonl
 from hrmkit.data.text.tokenizer import char_level
@@ -38,6 +41,9 @@ class GymTask:
     config: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     keep: Callable[[dict[str, Any]], bool] | None = None
+    # example -> its worked steps, each ending in a newline (``cot`` records: the steps, then the answer boxed)
+    worked: Callable[[dict[str, Any]], str] | None = None
+    max_new_tokens: int = 64  # long enough for every answer (worked ones included)
 
 
 def mini_sudoku_solutions(puzzle: Sequence[Sequence[int]], cap: int = 2) -> int:
@@ -74,6 +80,64 @@ def unique_mini_sudoku(example: dict[str, Any]) -> bool:
     return mini_sudoku_solutions(example["metadata"]["puzzle"]) == 1
 
 
+#: The rows, columns and 2x2 boxes of a 4x4 Sudoku, as cell lists.
+_UNITS = ([[(r, c) for c in range(4)] for r in range(4)] + [[(r, c) for r in range(4)] for c in range(4)]
+          + [[(br + i, bc + j) for i in range(2) for j in range(2)] for br in (0, 2) for bc in (0, 2)])
+
+
+def _candidates(board: Sequence[Sequence[int]], r: int, c: int) -> set[int]:
+    """The digits that cell ``(r, c)``'s row, column and box leave open."""
+    return set(range(1, 5)) - {board[i][j] for unit in _UNITS if (r, c) in unit for i, j in unit}
+
+
+def mini_sudoku_steps(puzzle: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """A human solving order for a 4x4 Sudoku: ``(row, col, value)`` fills, 0-based. Each fill is the first blank
+    (row-major) whose row, column and box leave it one candidate (a naked single). Every 4x4 puzzle with one
+    solution that text-cpu draws solves this way (its 20,000 training and 527 held-out puzzles, and 20,000 random
+    maskings searched for a counter-example); a board that stalls fails with the board."""
+    board = [list(row) for row in puzzle]
+    steps: list[tuple[int, int, int]] = []
+    while any(0 in row for row in board):
+        blanks = [(r, c) for r in range(4) for c in range(4) if not board[r][c]]
+        fill = next(((r, c, min(v)) for r, c in blanks for v in [_candidates(board, r, c)] if len(v) == 1), None)
+        if fill is None:
+            raise ValueError(f"mini_sudoku: no blank with a single candidate in {board} (the worked solver fills "
+                             "naked singles only)")
+        r, c, v = fill
+        board[r][c] = v
+        steps.append(fill)
+    return steps
+
+
+def mini_sudoku_worked(example: dict[str, Any]) -> str:
+    """The worked steps of a reasoning-gym mini_sudoku example, one fill per line (``r2c3=4``, 1-based)."""
+    return "".join(f"r{r + 1}c{c + 1}={v}\n" for r, c, v in mini_sudoku_steps(example["metadata"]["puzzle"]))
+
+
+def mini_sudoku_waves(puzzle: Sequence[Sequence[int]]) -> list[list[list[int]]]:
+    """The boards of a 4x4 Sudoku after each wave of naked singles: every blank that the previous board leaves one
+    candidate is filled at once (``0`` = still blank); the last board is the solution. A board that stalls fails
+    with the board."""
+    board = [list(row) for row in puzzle]
+    boards: list[list[list[int]]] = []
+    while any(0 in row for row in board):
+        fills = {(r, c): v for r in range(4) for c in range(4) if not board[r][c]
+                 for v in [_candidates(board, r, c)] if len(v) == 1}
+        if not fills:
+            raise ValueError(f"mini_sudoku: no blank with a single candidate in {board} (the worked solver fills "
+                             "naked singles only)")
+        board = [[fills[(r, c)].pop() if (r, c) in fills else board[r][c] for c in range(4)] for r in range(4)]
+        boards.append(board)
+    return boards
+
+
+def mini_sudoku_waves_worked(example: dict[str, Any]) -> str:
+    """The boards before the last of a reasoning-gym mini_sudoku example's naked-single waves, in the question's
+    grid format (``_`` = blank), separated by blank lines; the last board is the boxed answer."""
+    boards = mini_sudoku_waves(example["metadata"]["puzzle"])[:-1]
+    return "".join("\n".join(" ".join(str(v) if v else "_" for v in row) for row in b) + "\n\n" for b in boards)
+
+
 #: Task presets (name → reasoning-gym dataset and config). Sizes are chosen to be learnable on a CPU in minutes.
 PRESETS: dict[str, GymTask] = {
     "chain_sum": GymTask("chain_sum", {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
@@ -87,6 +151,14 @@ PRESETS: dict[str, GymTask] = {
                               "3-5 integers in [-99, 99], ascending or descending"),
     "mini_sudoku": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), only puzzles with "
                            "one solution", keep=unique_mini_sudoku),
+    "mini_sudoku_worked": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), only "
+                                  "puzzles with one solution; trained on worked solutions (one single per line, "
+                                  "then the grid boxed)", keep=unique_mini_sudoku, worked=mini_sudoku_worked,
+                                  max_new_tokens=160),
+    "mini_sudoku_waves": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), only "
+                                 "puzzles with one solution; trained on worked solutions (the board after each wave "
+                                 "of naked singles, the last one boxed)", keep=unique_mini_sudoku,
+                                 worked=mini_sudoku_waves_worked, max_new_tokens=200),
     "mini_sudoku_any": GymTask("mini_sudoku", {}, "4x4 Sudoku, 8-12 blanks (reasoning-gym default), every puzzle "
                                "(about 60 % have several solutions; the scorer accepts only the stored one)"),
     "simple_equations": GymTask("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 20},
@@ -115,8 +187,9 @@ def resolve(task: str | GymTask) -> GymTask:
 def preset_tag(task: str | GymTask) -> str:
     """A short digest of the dataset, config and filter: a built dataset is reused only for the same preset."""
     spec = resolve(task)
-    keep = getattr(spec.keep, "__name__", None)
-    return hashlib.sha256(repr((spec.dataset, sorted(spec.config.items()), keep)).encode()).hexdigest()[:8]
+    keep, worked = (getattr(f, "__name__", None) for f in (spec.keep, spec.worked))
+    key = (spec.dataset, sorted(spec.config.items()), keep) + ((worked,) if worked else ())
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
 
 
 def gym_dataset(task: str | GymTask, seed: int, size: int) -> Any:
@@ -125,13 +198,22 @@ def gym_dataset(task: str | GymTask, seed: int, size: int) -> Any:
     return _gym().create_dataset(spec.dataset, seed=seed, size=size, **spec.config)
 
 
-def to_record(example: dict[str, Any], where: str) -> dict[str, Any]:
-    """One reasoning-gym example as a JSONL record; the whole example is kept (``entry``) for the scorer."""
+def to_record(example: dict[str, Any], where: str,
+              worked: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
+    """One reasoning-gym example as a JSONL record; the whole example is kept (``entry``) for the scorer. With a
+    ``worked`` solver the response is its steps, then the answer boxed, under the ``cot`` condition."""
     try:
         question, answer = str(example["question"]), str(example["answer"])
     except (KeyError, TypeError) as e:
         raise ValueError(f"{where}: not a reasoning-gym example (needs question and answer): {e}") from None
-    return {"instruction": question, "response": answer, "condition": "direct", "entry": example}
+    if worked is None:
+        return {"instruction": question, "response": answer, "condition": "direct", "entry": example}
+    try:
+        steps = worked(example)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return {"instruction": question, "response": f"{steps}\\boxed{{{answer}}}", "condition": "cot",
+            "entry": example}
 
 
 def _draw(task: GymTask, start: int, wanted: int, exact: bool) -> tuple[list[dict], int]:
@@ -139,7 +221,8 @@ def _draw(task: GymTask, start: int, wanted: int, exact: bool) -> tuple[list[dic
     ``wanted`` drawn; returns them and the next unused seed."""
     if task.keep is None:
         ds = gym_dataset(task, start, wanted)
-        return [to_record(ds[i], f"{task.dataset} seed {start + i}") for i in range(wanted)], start + wanted
+        return ([to_record(ds[i], f"{task.dataset} seed {start + i}", task.worked) for i in range(wanted)],
+                start + wanted)
     limit = 50 * wanted + 100  # a filter that keeps under 2 % is a broken preset, not a slow draw
     ds = gym_dataset(task, start, limit)
     out, i = [], 0
@@ -148,7 +231,7 @@ def _draw(task: GymTask, start: int, wanted: int, exact: bool) -> tuple[list[dic
             raise ValueError(f"{task.dataset}: its filter kept {len(out)} of {limit} examples; the preset is unusable")
         example = ds[i]
         if task.keep(example):
-            out.append(to_record(example, f"{task.dataset} seed {start + i}"))
+            out.append(to_record(example, f"{task.dataset} seed {start + i}", task.worked))
         i += 1
     return out, start + i
 
@@ -170,9 +253,17 @@ def task_records(task: str | GymTask, n_train: int, n_test: int, seed: int = 0) 
 
 
 def scorer(task: str | GymTask) -> Callable[[str, dict[str, Any]], float]:
-    """``score(answer, record)``: the task's own ``score_answer`` (1.0 = right) on a record's stored example."""
+    """``score(answer, record)``: the task's own ``score_answer`` (1.0 = right) on a record's stored example. A
+    worked preset's answer is the last ``\\boxed{...}`` of the output (an output without one scores 0)."""
     judge = gym_dataset(task, 0, 1).score_answer
-    return lambda answer, record: float(judge(answer, record["entry"]))
+    if resolve(task).worked is None:
+        return lambda answer, record: float(judge(answer, record["entry"]))
+
+    def boxed(answer: str, record: dict[str, Any]) -> float:
+        final = last_boxed(answer)
+        return 0.0 if final is None else float(judge(final.strip(), record["entry"]))
+
+    return boxed
 
 
 def build_gym_text(out_dir: str, task: str | GymTask, train: Sequence[dict], held_out: Sequence[dict],
