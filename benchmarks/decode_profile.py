@@ -7,7 +7,10 @@ Builds the model of ``generate_speed.py`` (HRM-Text hidden 256, H2/L3, vocabular
 both sides. Prints the top operators of one profiled ``generate`` call per side, then tokens/s of alternating runs
 (median of ``--repeats``). ``--attention sdpa`` runs hrmkit's CPU decode with SDPA instead of
 :func:`hrmkit.nn.cache.decode_attention` (the form before it), ``both`` alternates the two in fresh processes, so
-each compiles its own graph.
+each compiles its own graph. ``--inductor cpp_wrapper=True`` (repeatable) sets inductor options before the
+compile; ``--inductor_pair`` alternates runs without and with them, in fresh processes.
+
+    .venv/bin/python benchmarks/decode_profile.py --inductor cpp_wrapper=True --inductor_pair --rounds 2
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> None:
     from hrmkit.loading import load_hf
 
     torch.set_num_threads(args.threads)
+    for option in args.inductor:
+        name, _, value = option.partition("=")
+        setattr(torch._inductor.config, name, {"True": True, "False": False}.get(value, value))
     if args.attention == "sdpa":
         use_sdpa_for_decode()
     directory = Path(tempfile.mkdtemp()) / "model"
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> None:
             b = hf_run()
             theirs_t.append(time.perf_counter() - t)
     o, h = statistics.median(ours_t), statistics.median(theirs_t)
-    print(f"attention {args.attention}: batch {args.batch}, {args.new} new tokens: hrmkit {o:.3f} s, transformers "
+    print(f"attention {args.attention}, inductor {' '.join(args.inductor) or 'default'}: batch {args.batch}, "
+          f"{args.new} new tokens: hrmkit {o:.3f} s, transformers "
           f"{h:.3f} s, ratio {h / o:.2f}x, same tokens {a == b}", flush=True)
 
 
@@ -90,15 +97,22 @@ def main() -> None:
     p.add_argument("--attention", choices=("decode", "sdpa", "both"), default="decode")
     p.add_argument("--rounds", type=int, default=1, help="with --attention both: alternations of the two")
     p.add_argument("--profile", action="store_true", help="print the top operators of one call per side")
+    p.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
+                   help="a torch._inductor.config option for hrmkit's compiled step (repeatable)")
+    p.add_argument("--inductor_pair", action="store_true",
+                   help="alternate runs with inductor's defaults and with --inductor's options (fresh processes)")
     args = p.parse_args()
-    if args.attention != "both":
+    if args.attention != "both" and not args.inductor_pair:
         run(args)
         return
     base = [sys.executable, __file__, "--batch", str(args.batch), "--new", str(args.new), "--repeats",
             str(args.repeats), "--threads", str(args.threads)]
+    options = [a for o in args.inductor for a in ("--inductor", o)]
+    variants = ([["--attention", "sdpa", *options], ["--attention", "decode", *options]] if args.attention == "both"
+                else [["--attention", args.attention], ["--attention", args.attention, *options]])
     for _ in range(args.rounds):
-        for kind in ("sdpa", "decode"):
-            subprocess.run([*base, "--attention", kind], check=True)
+        for variant in variants:
+            subprocess.run([*base, *variant], check=True)
 
 
 if __name__ == "__main__":

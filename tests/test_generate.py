@@ -156,6 +156,30 @@ def test_static_prefill_logits_under_padding_match_each_prompt_alone():
             torch.testing.assert_close(step[r], alone[0, -1].float(), atol=1e-5, rtol=1e-5)
 
 
+def test_cpu_decode_reads_only_the_filled_slots():
+    """The CPU decode step attends over ``window()`` slots: NaN in every slot past it changes nothing."""
+    task = make_task()
+    ids, pad = left_pad(PROMPTS, pad_id=0, device=torch.device("cpu"))
+    logits = []
+    with torch.no_grad():
+        for poison in (False, True):
+            cache = StaticKVCache(pad, ids.shape[1], ids.shape[1] + 8)
+            static_step(task, ids, cache)
+            cache.advance(ids.shape[1])
+            assert cache.window() == ids.shape[1] + 1
+            if poison:
+                for kv in cache._layers.values():
+                    kv.k[:, :, cache.window():] = float("nan")
+                    kv.v[:, :, cache.window():] = float("nan")
+            steps = []
+            for token in (3, 4):
+                steps.append(static_step(task, torch.tensor([[token]] * len(PROMPTS)), cache))
+                cache.advance(1)
+            logits.append(torch.stack(steps))
+    assert torch.isfinite(logits[1]).all()
+    torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
+
+
 def test_static_guidance_and_causal_task_match_the_reference():
     task = make_task()
     assert (generate(task, PROMPTS, 6, guidance_w=0.5, compile=False)

@@ -8,9 +8,11 @@ Two kinds, behind one method (:meth:`LayerKV.attend`, which the attention module
 * :class:`KVCache` grows by concatenation and masks through the :class:`AttnSpec` (any backend). Simple, exact, the
   reference; every step reallocates every buffer and changes shapes, so it cannot be compiled into one graph.
 * :class:`StaticKVCache` is allocated once per generation call at its final length (``[B, H, max_len, D]`` per entry)
-  and written in place at a cursor. Shapes never change between decode steps, which is what lets the decode step
-  compile to a single graph (and run as a CUDA graph). Rows may be left-padded: the cache knows each row's padding
-  and builds the PrefixLM mask itself (the prompt of every row ends at the same slot, the prefix boundary).
+  and written in place at a cursor. Buffer shapes never change between decode steps, which is what lets the decode
+  step compile to one graph (and run as a CUDA graph); on the CPU the decode attention reads only the filled slots
+  (:meth:`StaticKVCache.window`), one more graph with that length dynamic. Rows may be left-padded: the cache
+  knows each row's padding and builds the PrefixLM mask itself (the prompt of every row ends at the same slot, the
+  prefix boundary).
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class StaticLayerKV:
         self.k.index_copy_(2, slots, k.transpose(1, 2).to(self.k.dtype))
         self.v.index_copy_(2, slots, v.transpose(1, 2).to(self.v.dtype))
         if q_len == 1 and q.device.type == "cpu":
-            return decode_attention(q.transpose(1, 2), self.k, self.v, cache.mask(1)).transpose(1, 2)
+            n = cache.window()  # the filled slots only: the step reads less cache (one graph, dynamic length)
+            return decode_attention(q.transpose(1, 2), self.k[:, :, :n], self.v[:, :, :n],
+                                    cache.mask(1)[..., :n]).transpose(1, 2)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), self.k, self.v, attn_mask=cache.mask(q_len))
         return out.transpose(1, 2)
 
@@ -174,6 +178,12 @@ class StaticKVCache:
         if not compiling:
             self._mask = (self.filled, q_len, mask)
         return mask
+
+    def window(self) -> int:
+        """Slots a decode query may see: every written slot and the one being written (``filled + 1``). A host int
+        read inside the compiled step: torch.compile specialises on its first value, then recompiles once with the
+        length dynamic (automatic dynamic shapes), so a generation costs at most two graphs."""
+        return min(self.filled + 1, self.max_len)
 
     def advance(self, q_len: int) -> None:
         """Move the cursor past the ``q_len`` slots the last forward wrote."""
