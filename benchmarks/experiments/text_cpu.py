@@ -92,8 +92,8 @@ def _model(c: dict[str, Any]) -> str:
 
 
 def _runs_from(files: list[str], config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Final runs (and pilots) in other reports whose config is this final's, seed order; a seed found twice or a
-    file with none of them is an error (a mismatch would mix budgets in one table)."""
+    """Final runs (and pilots) in other reports whose config is this final's; a seed found twice or a file with none
+    of them is an error (a mismatch would mix budgets in one table)."""
     runs: list[dict[str, Any]] = []
     for name in files:
         found = json.loads(Path(name).read_text())
@@ -104,7 +104,7 @@ def _runs_from(files: list[str], config: dict[str, Any]) -> list[dict[str, Any]]
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"--runs_from: seeds {seeds} repeat")
-    return sorted(runs, key=lambda r: r["seed"])
+    return runs
 
 
 def _plain(config: dict[str, Any]) -> Any:
@@ -128,6 +128,14 @@ def _cfg_line(c: dict[str, Any]) -> str:
             f"deep credit {credit[0]}→{credit[1]} calls, "
             f"lr {c['lr']:g} cosine after {c.get('warmup_steps', 50)} warm-up steps, {c['tokens_per_batch']} "
             f"tokens/step, {c['n_train']} train problems")
+
+
+def _seed_table(runs: list[dict[str, Any]]) -> list[str]:
+    """A final's runs as a markdown table, one row per seed."""
+    return ["| seed | held-out exact | problems | steps | train min | MagicNorm flags | load before → after |",
+            "|---|---|---|---|---|---|---|",
+            *(f"| {r['seed']} | {_pct(r['exact'])} | {r['held_out']} | {r['steps']} | {r['minutes']:.1f} "
+              f"| {r['magicnorm_problems']} | {r['load_before'][0]} → {r['load_after'][0]} |" for r in runs)]
 
 
 def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
@@ -175,11 +183,7 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
         lines += ["", f"## Final: {result['task']} ({PRESETS[result['task']].note})", "",
                   f"Config: {_cfg_line(runs[0]['config'])}; {runs[0]['params']:,} parameters, vocabulary "
                   f"{runs[0]['vocab']} tokens.", "",
-                  "| seed | held-out exact | problems | steps | train min | MagicNorm flags | load before → after |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in runs:
-            lines.append(f"| {r['seed']} | {_pct(r['exact'])} | {r['held_out']} | {r['steps']} | {r['minutes']:.1f} "
-                         f"| {r['magicnorm_problems']} | {r['load_before'][0]} → {r['load_after'][0]} |")
+                  *_seed_table(runs)]
         spread = (f"seed spread {_pct(s['exact_min'])} – {_pct(s['exact_max'])}"
                   + (f", std {_pct(s['exact_std'])}" if s["exact_std"] is not None else " (one seed: no spread)"))
         lines += ["", f"**Mean held-out exact {_pct(s['exact'])}** over {len(runs)} seed(s) ({spread}); "
@@ -196,12 +200,7 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> Path:
         s = earlier["summary"]
         lines += ["", f"## Earlier final: {earlier['task']}, {_model(earlier['runs'][0]['config'])} "
                   f"({PRESETS[earlier['task']].note})", "",
-                  f"Config: {_cfg_line(earlier['runs'][0]['config'])}.", "",
-                  "| seed | held-out exact | problems | steps | train min | MagicNorm flags | load before → after |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in earlier["runs"]:
-            lines.append(f"| {r['seed']} | {_pct(r['exact'])} | {r['held_out']} | {r['steps']} | {r['minutes']:.1f} "
-                         f"| {r['magicnorm_problems']} | {r['load_before'][0]} → {r['load_after'][0]} |")
+                  f"Config: {_cfg_line(earlier['runs'][0]['config'])}.", "", *_seed_table(earlier["runs"])]
         lines += ["", f"Mean held-out exact {_pct(s['exact'])} over {len(earlier['runs'])} seeds (seed spread "
                   f"{_pct(s['exact_min'])} – {_pct(s['exact_max'])}).", "",
                   f"![held-out exact during training, {earlier['task']}]({earlier['plot']})"]
@@ -283,7 +282,7 @@ def _shows(result: dict[str, Any]) -> list[str]:
                    "`score_answer` accepts only the stored one. That caps the unfiltered runs (`mini_sudoku_any` "
                    "rows, mean score at most 0.55); the final runs keep only puzzles with one solution.")
     finals = {task, *(e["task"] for e in result.get("earlier_finals", []))}
-    unfiltered = {f"{t.split('_')[0]}_{t.split('_')[1]}_any" for t in finals if t.startswith("mini_sudoku")}
+    unfiltered = {"mini_sudoku_any"} if any(t.startswith("mini_sudoku") for t in finals) else set()
     others = sorted({p["task"] for p in result.get("pilots", [])} - finals - unfiltered)
     if others:
         out.append(f"- {', '.join(others)}: short pilots only (table above), all far below the goal; they were not "

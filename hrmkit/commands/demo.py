@@ -130,8 +130,8 @@ def demo(minutes: float | None = None, out_dir: str = "runs/demo", seed: int = 0
     if task == "text":
         from hrmkit.commands.text_demo import run_text_demo
 
-        run_text_demo(**({"task": text_task} if text_task else {}), steps=max_steps if max_steps > 0 else None,
-                      minutes=minutes, seed=seed, n_train=n_train, n_test=n_test,
+        run_text_demo(task=text_task, steps=max_steps if max_steps > 0 else None, minutes=minutes, seed=seed,
+                      n_train=n_train, n_test=n_test,
                       out_dir=None if out_dir == "runs/demo" else out_dir, source_steps=source_steps)
         return
     run_demo(minutes=12.0 if minutes is None else minutes, out_dir=out_dir, seed=seed, max_steps=max_steps)

@@ -60,7 +60,8 @@ class TextCpuConfig:
     tokens_per_batch: int = 512
     eval_every: int = 500
     curve_n: int = 200
-    max_new_tokens: int | None = None  # generation budget per answer; None: the task preset's (64, worked: 160)
+    # generation budget per answer; None: the task preset's (64; its worked presets 160-200)
+    max_new_tokens: int | None = None
     # the core, for comparisons (benchmarks/experiments/core_ablation.py): a registered name (hrmkit.cores.CORES) and
     # constructor arguments over the shared block options of :func:`text_core`; the default is text-cpu's HRM
     core: str = "hrm"
@@ -288,7 +289,7 @@ def _run_text_cpu(cfg: TextCpuConfig, seed: int, work_dir: str, log: Callable[[s
                 "text_minutes": round(train_s / 60, 2)} if source else {})}
 
 
-def run_text_demo(task: str = "mini_sudoku_waves", steps: int | None = None, minutes: float | None = None,
+def run_text_demo(task: str | None = None, steps: int | None = None, minutes: float | None = None,
                   seed: int = 0, out_dir: str | None = None, n_train: int | None = None, n_test: int | None = None,
                   show: int = 8, threads: int | None = 1, source_steps: int = 0) -> dict[str, Any]:
     """Run the text-cpu experiment once and print held-out problems with the model's answers and the exact score.
@@ -299,18 +300,18 @@ def run_text_demo(task: str = "mini_sudoku_waves", steps: int | None = None, min
     console = Console()
     if threads:
         torch.set_num_threads(threads)
-    cfg = TextCpuConfig(task=task)
+    cfg = TextCpuConfig() if task is None else TextCpuConfig(task=task)
     cfg.source_steps = source_steps
     for name, value in (("steps", steps), ("minutes", minutes), ("n_train", n_train), ("n_test", n_test)):
         if value is not None:
             setattr(cfg, name, value)
     console.print(f"[bold]hrmkit demo --task text[/]: HRM-Text (d={cfg.hidden_size}, H{cfg.H_cycles}L{cfg.L_cycles}) "
-                  f"on reasoning-gym {task} ({resolve(task).note}), "
+                  f"on reasoning-gym {cfg.task} ({resolve(cfg.task).note}), "
                   + (f"{cfg.source_steps} symbolic Sudoku steps, then " if cfg.source_steps else "")
                   + f"{cfg.steps} steps (cap {cfg.minutes:g} min) on "
                   f"{torch.get_num_threads()} CPU thread(s)")
     res = run_text_cpu(cfg, seed=seed, work_dir=out_dir or "runs/text-cpu", log=console.print)
-    table = Table(title=f"held-out {task}: {res['exact']:.1%} exact over {res['held_out']} unseen problems "
+    table = Table(title=f"held-out {cfg.task}: {res['exact']:.1%} exact over {res['held_out']} unseen problems "
                         f"({res['steps']} steps, {res['minutes']:.1f} min)")
     for col in ("question", "model's answer", "right answer", "score"):
         table.add_column(col)

@@ -46,14 +46,16 @@ class GymTask:
     max_new_tokens: int = 64  # long enough for every answer (worked ones included)
 
 
+def _candidates(board: Sequence[Sequence[int]], r: int, c: int) -> set[int]:
+    """The digits that cell ``(r, c)``'s row, column and 2x2 box of a 4x4 Sudoku leave open (``0`` = blank)."""
+    box = (board[i][j] for i in range(r - r % 2, r - r % 2 + 2) for j in range(c - c % 2, c - c % 2 + 2))
+    return {1, 2, 3, 4} - {*board[r], *(board[i][c] for i in range(4)), *box}
+
+
 def mini_sudoku_solutions(puzzle: Sequence[Sequence[int]], cap: int = 2) -> int:
     """Number of completions (counted up to ``cap``) of a 4x4 Sudoku (``0`` = blank, boxes 2x2)."""
     board = [list(row) for row in puzzle]
     found = 0
-
-    def fits(r: int, c: int, v: int) -> bool:
-        box = [board[i][j] for i in range(r - r % 2, r - r % 2 + 2) for j in range(c - c % 2, c - c % 2 + 2)]
-        return v not in board[r] and all(board[i][c] != v for i in range(4)) and v not in box
 
     def search(cell: int) -> None:
         nonlocal found
@@ -63,8 +65,8 @@ def mini_sudoku_solutions(puzzle: Sequence[Sequence[int]], cap: int = 2) -> int:
             found += 1
             return
         r, c = divmod(cell, 4)
-        for v in range(1, 5):
-            if found < cap and fits(r, c, v):
+        for v in sorted(_candidates(board, r, c)):
+            if found < cap:
                 board[r][c] = v
                 search(cell + 1)
                 board[r][c] = 0
@@ -78,16 +80,6 @@ def unique_mini_sudoku(example: dict[str, Any]) -> bool:
     random without this check (about 60 % of its default puzzles have several solutions), while its scorer accepts
     only the stored one, so an ambiguous puzzle cannot be answered reliably by any solver."""
     return mini_sudoku_solutions(example["metadata"]["puzzle"]) == 1
-
-
-#: The rows, columns and 2x2 boxes of a 4x4 Sudoku, as cell lists.
-_UNITS = ([[(r, c) for c in range(4)] for r in range(4)] + [[(r, c) for r in range(4)] for c in range(4)]
-          + [[(br + i, bc + j) for i in range(2) for j in range(2)] for br in (0, 2) for bc in (0, 2)])
-
-
-def _candidates(board: Sequence[Sequence[int]], r: int, c: int) -> set[int]:
-    """The digits that cell ``(r, c)``'s row, column and box leave open."""
-    return set(range(1, 5)) - {board[i][j] for unit in _UNITS if (r, c) in unit for i, j in unit}
 
 
 def mini_sudoku_steps(puzzle: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
@@ -121,12 +113,12 @@ def mini_sudoku_waves(puzzle: Sequence[Sequence[int]]) -> list[list[list[int]]]:
     board = [list(row) for row in puzzle]
     boards: list[list[list[int]]] = []
     while any(0 in row for row in board):
-        fills = {(r, c): v for r in range(4) for c in range(4) if not board[r][c]
+        fills = {(r, c): min(v) for r in range(4) for c in range(4) if not board[r][c]
                  for v in [_candidates(board, r, c)] if len(v) == 1}
         if not fills:
             raise ValueError(f"mini_sudoku: no blank with a single candidate in {board} (the worked solver fills "
                              "naked singles only)")
-        board = [[fills[(r, c)].pop() if (r, c) in fills else board[r][c] for c in range(4)] for r in range(4)]
+        board = [[fills.get((r, c), board[r][c]) for c in range(4)] for r in range(4)]
         boards.append(board)
     return boards
 
