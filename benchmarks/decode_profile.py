@@ -11,6 +11,9 @@ each compiles its own graph. ``--inductor cpp_wrapper=True`` (repeatable) sets i
 compile; ``--inductor_pair`` alternates runs without and with them, in fresh processes.
 
     .venv/bin/python benchmarks/decode_profile.py --inductor cpp_wrapper=True --inductor_pair --rounds 2
+
+``--freeze`` decodes with ``generate(freeze=True)`` (the weights compiled in as constants, as ``hrmkit generate``
+and ``hrmkit eval text`` do).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     ones = torch.ones_like(prompts)
 
     def hrmkit_run() -> list[list[int]]:
-        return generate(ours, prompts.tolist(), args.new, compile=True)
+        return generate(ours, prompts.tolist(), args.new, compile=True, freeze=args.freeze)
 
     def hf_run() -> list[list[int]]:
         out = theirs.generate(input_ids=prompts, attention_mask=ones, token_type_ids=ones, max_new_tokens=args.new,
@@ -68,7 +71,10 @@ def run(args: argparse.Namespace) -> None:
         return out[:, prompts.shape[1]:].tolist()
 
     with torch.no_grad():
-        hrmkit_run(), hf_run()  # warm-up: hrmkit compiles here
+        t = time.perf_counter()
+        hrmkit_run()  # warm-up: hrmkit compiles here
+        print(f"hrmkit first call (compile included): {time.perf_counter() - t:.1f} s", flush=True)
+        hf_run()
         if args.profile:
             for name, fn in (("hrmkit (compiled)", hrmkit_run), ("transformers", hf_run)):
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> None:
             b = hf_run()
             theirs_t.append(time.perf_counter() - t)
     o, h = statistics.median(ours_t), statistics.median(theirs_t)
-    print(f"attention {args.attention}, inductor {' '.join(args.inductor) or 'default'}: batch {args.batch}, "
+    print(f"attention {args.attention}, {'frozen' if args.freeze else 'unfrozen'}, inductor "
+          f"{' '.join(args.inductor) or 'default'}: batch {args.batch}, "
           f"{args.new} new tokens: hrmkit {o:.3f} s, transformers "
           f"{h:.3f} s, ratio {h / o:.2f}x, same tokens {a == b}", flush=True)
 
@@ -97,6 +104,7 @@ def main() -> None:
     p.add_argument("--attention", choices=("decode", "sdpa", "both"), default="decode")
     p.add_argument("--rounds", type=int, default=1, help="with --attention both: alternations of the two")
     p.add_argument("--profile", action="store_true", help="print the top operators of one call per side")
+    p.add_argument("--freeze", action="store_true", help="hrmkit decodes with generate(freeze=True)")
     p.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
                    help="a torch._inductor.config option for hrmkit's compiled step (repeatable)")
     p.add_argument("--inductor_pair", action="store_true",
@@ -106,7 +114,7 @@ def main() -> None:
         run(args)
         return
     base = [sys.executable, __file__, "--batch", str(args.batch), "--new", str(args.new), "--repeats",
-            str(args.repeats), "--threads", str(args.threads)]
+            str(args.repeats), "--threads", str(args.threads), *(["--freeze"] if args.freeze else [])]
     options = [a for o in args.inductor for a in ("--inductor", o)]
     variants = ([["--attention", "sdpa", *options], ["--attention", "decode", *options]] if args.attention == "both"
                 else [["--attention", args.attention], ["--attention", args.attention, *options]])

@@ -9,7 +9,8 @@ attention) is exported with :func:`hrmkit.interop.hf_hrm_text.export_hf`, and ea
 (equal lengths, so transformers needs no padding), no stop token (every row decodes all new tokens). Each config is
 warmed up on both sides (hrmkit's compile happens there), then --repeats rounds alternate hrmkit / transformers and
 the median time of each counts; tokens/s = batch × new tokens / wall time of the whole ``generate`` call (prefill
-included). fp32 rows also check that both sides produced identical tokens.
+included). fp32 rows also check that both sides produced identical tokens. ``--freeze`` measures
+``generate(freeze=True)`` (the weights compiled in as constants, for batches of 8 or more).
 """
 
 from __future__ import annotations
@@ -52,13 +53,13 @@ def timed(fn) -> tuple[float, list[list[int]]]:
 
 
 def run_config(ours: TextTask, theirs, batch: int, new: int, prompt_len: int, vocab: int,
-               repeats: int) -> dict[str, float | bool]:
+               repeats: int, freeze: bool = False) -> dict[str, float | bool]:
     gen = torch.Generator().manual_seed(batch * 1000 + new)
     prompts = torch.randint(1, vocab, (batch, prompt_len), generator=gen)
     ones = torch.ones_like(prompts)
 
     def hrmkit_run() -> list[list[int]]:
-        return generate(ours, prompts.tolist(), new, compile=True)
+        return generate(ours, prompts.tolist(), new, compile=True, freeze=freeze)
 
     def hf_run() -> list[list[int]]:
         with torch.no_grad():
@@ -100,6 +101,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--freeze", action="store_true", help="hrmkit decodes with generate(freeze=True)")
     args = p.parse_args()
     import transformers
 
@@ -119,7 +121,8 @@ def main() -> None:
             for dtype_name in args.dtypes:
                 for batch in args.batch:
                     ours, theirs = models[dtype_name]
-                    r = run_config(ours, theirs, batch, new, args.prompt_len, args.vocab, args.repeats)
+                    r = run_config(ours, theirs, batch, new, args.prompt_len, args.vocab, args.repeats,
+                                   args.freeze)
                     same = ("yes" if r["identical"] else "NO") if dtype_name == "float32" else "—"
                     row = (f"| {dtype_name} | {batch} | {new} | {r['hrmkit']:,.1f} | {r['transformers']:,.1f} | "
                            f"{r['hrmkit'] / r['transformers']:.2f}× | {same} |")
@@ -132,7 +135,8 @@ def main() -> None:
                         f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} after the last row). "
                         f"Model: HRM-Text hidden {args.hidden}, {args.layers}+{args.layers} layers, H2/L3, vocabulary "
                         f"{args.vocab} ({params / 1e6:.1f} M parameters); greedy, {args.prompt_len}-token prompts, no "
-                        f"stop token; median of {args.repeats} alternating runs; hrmkit compiled (warm-up excluded).",
+                        f"stop token; median of {args.repeats} alternating runs; hrmkit compiled "
+                        f"({'weights frozen in' if args.freeze else 'unfrozen'}; warm-up excluded).",
                         "",
                         *TABLE_HEAD,
                         *rows,

@@ -10,7 +10,10 @@ Two paths give the same tokens:
 * ``cache="static"`` (default, the fast path): all prompts form one batch, left-padded to the longest; a
   :class:`~hrmkit.nn.cache.StaticKVCache` is allocated once at its final length and masks padding and the prefix
   itself. The prefill runs eagerly (its length varies); every decode step has fixed shapes, so with ``compile`` it is
-  one inductor graph (no graph breaks; ``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA).
+  one inductor graph (no graph breaks; ``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA). Greedy decoding takes
+  its argmax inside that graph. ``freeze`` (CPU, batches of 8 rows or more) compiles the weights in as constants,
+  which lets inductor use its own GEMM kernels with pre-packed weights; it is for weights that no longer change
+  (the generate and eval commands), and a frozen step compiles again if they do.
 * ``cache="dynamic"``: the reference. Prompts of equal length decode together (no padding, no mask beyond the
   spec); a :class:`~hrmkit.nn.cache.KVCache` grows by concatenation; nothing is compiled.
 
@@ -24,6 +27,10 @@ from the same pass, so it costs one extra LM-head product per token.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -123,7 +130,7 @@ def sample(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,
 def generate(task: TextTask, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, stop_ids: Sequence[int] = (), guidance_w: float = 0.0, seed: int = 0,
              guidance_after: str = "H", top_p: float | None = None, cache: CacheKind = "static",
-             compile: bool | Literal["auto"] = "auto") -> list[list[int]]:
+             compile: bool | Literal["auto"] = "auto", freeze: bool = False) -> list[list[int]]:
     """Continue every prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -143,6 +150,13 @@ def generate(task: TextTask, prompts: Sequence[Sequence[int]], max_new_tokens: i
             reference: equal-length groups, growing cache, eager).
         compile: compile the static decode step with torch.compile (``auto``: when ``max_new_tokens`` is at least
             ``AUTO_COMPILE_STEPS``). Ignored by ``cache="dynamic"``.
+        freeze: on the CPU, compile the step with the weights as constants (inductor freezing and its CPU GEMM
+            templates, chosen per matmul by autotuning) for batches of at least ``FROZEN_MIN_BATCH`` rows, where
+            that measured faster (smaller batches keep the unfrozen step): for weights that no longer change. The
+            frozen step is tied to the weights' versions; if any parameter or buffer changed since (an optimizer
+            step, ``load_state_dict``, a new tensor), it compiles again, with a warning, and the old graph's packed
+            weights stay in memory. Weights written through ``.data`` are not seen: keep ``freeze=False`` while
+            training. Ignored without ``compile`` and on other devices.
 
     Returns:
         The generated ids per prompt (prompt not included), in the order of ``prompts``.
@@ -182,7 +196,8 @@ def generate(task: TextTask, prompts: Sequence[Sequence[int]], max_new_tokens: i
         if cache == "static":
             if compile == "auto":
                 compile = max_new_tokens >= AUTO_COMPILE_STEPS
-            return _generate_static(task, prompts, decoding, guidance_w, guidance_after, bool(compile), device)
+            return _generate_static(task, prompts, decoding, guidance_w, guidance_after, bool(compile), device,
+                                    freeze)
         return _generate_dynamic(task, prompts, decoding, guidance_w, guidance_after, device)
     finally:
         task.train(was_training)
@@ -196,15 +211,20 @@ class _Decoding:
         self.temperature, self.top_k, self.top_p, self.stops = temperature, top_k, top_p, stops
         self.max_new_tokens, self.generator = max_new_tokens, generator
 
-    def run(self, first_logits: Tensor, step: Callable[[Tensor], Tensor]) -> list[list[int]]:
-        """Sample from ``first_logits`` ``[B, V]``, then feed each token to ``step`` (→ next logits) until every row
-        has stopped or the budget is spent."""
-        logits = first_logits
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def run(self, first: Tensor, step: Callable[[Tensor], Tensor], tokens: bool = False) -> list[list[int]]:
+        """Sample from ``first`` logits ``[B, V]``, then feed each token to ``step`` (→ next logits) until every row
+        has stopped or the budget is spent. With ``tokens``, ``first`` and ``step``'s results are already the next
+        tokens ``[B]`` (greedy decoding whose argmax runs inside a compiled step)."""
+        logits = first
         b = logits.shape[0]
         outs: list[list[int]] = [[] for _ in range(b)]
         done = [False] * b
         for n in range(self.max_new_tokens):
-            token = sample(logits, self.temperature, self.top_k, self.generator, self.top_p)
+            token = logits if tokens else sample(logits, self.temperature, self.top_k, self.generator, self.top_p)
             for r, t in enumerate(token.tolist()):
                 if not done[r]:
                     outs[r].append(t)
@@ -243,11 +263,13 @@ def _generate_dynamic(task: TextTask, prompts: Sequence[Sequence[int]], decoding
 
 
 def static_step(task: TextTask, input_ids: Tensor, cache: StaticKVCache, guidance_w: float = 0.0,
-                guidance_after: str = "H") -> Tensor:
-    """fp32 next-token logits ``[B, V]`` for ``input_ids`` ``[B, T]`` written at the cache cursor (T = 1: a decode
-    step). Fixed shapes and no host reads: this is the function :func:`generate` compiles."""
+                guidance_after: str = "H", greedy: bool = False) -> Tensor:
+    """fp32 next-token logits ``[B, V]`` (``greedy``: their argmax ``[B]``) for ``input_ids`` ``[B, T]`` written at
+    the cache cursor (T = 1: a decode step). Fixed shapes and no host reads: this is the function :func:`generate`
+    compiles."""
     attn = AttnSpec("causal", position_ids=cache.positions(input_ids.shape[1]))
-    return guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after, last_only=True)[:, -1]
+    logits = guided_logits(task, input_ids, attn, cache, guidance_w, guidance_after, last_only=True)[:, -1]
+    return logits.argmax(-1) if greedy else logits
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
@@ -268,6 +290,49 @@ def compiled_static_step(device_type: str) -> Callable[..., Tensor]:
     return _COMPILED[mode]
 
 
+#: inductor options of a frozen CPU decode step: weights as constants, each matmul autotuned between inductor's
+#: CPU GEMM template (pre-packed weights) and ATen's (batch-8 decoding 1.89x -> 2.02x transformers', paired runs in
+#: docs/benchmarks.md)
+FROZEN_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
+                  "cpp_wrapper": True}
+#: ``freeze`` applies to batches of at least this many rows. Paired on the 2-core AVX2 CPU (docs/benchmarks.md,
+#: hidden 256): frozen/unfrozen decode time 1.4-1.6x at batch 1, 1.28x at 2, 0.99x at 4, 0.95x at 8, 0.94x at 32 (the
+#: CPU GEMM template's one-row kernels stream the packed weights more slowly than MKL's)
+FROZEN_MIN_BATCH = 8
+_FROZEN: dict[int, tuple[weakref.ref, tuple[tuple[int, int], ...], Callable[..., Tensor]]] = {}
+
+
+def weights_version(task: TextTask) -> tuple[tuple[int, int], ...]:
+    """Where every parameter and buffer lives and how often it was written in place: what a frozen graph assumes."""
+    return tuple((t.data_ptr(), t._version) for t in itertools.chain(task.parameters(), task.buffers()))
+
+
+def _frozen_step(task: TextTask, input_ids: Tensor, cache: StaticKVCache, guidance_w: float, guidance_after: str,
+                 greedy: bool) -> Tensor:
+    """:func:`static_step` under its own code object: frozen graphs never share cache entries with the unfrozen
+    step's, whose graphs read the weights at every call."""
+    return static_step(task, input_ids, cache, guidance_w, guidance_after, greedy)
+
+
+def frozen_static_step(task: TextTask) -> Callable[..., Tensor]:
+    """The CPU decode step compiled with ``task``'s current weights as constants (:data:`FROZEN_OPTIONS`).
+
+    One isolated torch.compile per (task, :func:`weights_version`): a task whose weights changed since its step was
+    frozen gets a new one, so a frozen graph never runs with weights other than those it was compiled with.
+    """
+    version = weights_version(task)
+    entry = _FROZEN.get(id(task))
+    if entry is not None and entry[0]() is task:
+        if entry[1] == version:
+            return entry[2]
+        warnings.warn("generate(freeze=True): the weights changed since the decode step was frozen, so it compiles "
+                      "again (the old graph's packed weights stay in memory); use freeze=False for weights that "
+                      "keep changing, e.g. generation during training", stacklevel=3)
+    step = torch.compile(_frozen_step, fullgraph=True, isolate_recompiles=True, options=FROZEN_OPTIONS)
+    _FROZEN[id(task)] = (weakref.ref(task), version, step)
+    return step
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """``[B, T]`` ids left-padded with ``pad_id`` to the longest prompt, and each row's padding ``[B]``."""
     longest = max(len(p) for p in prompts)
@@ -279,19 +344,30 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
 
 
 def _generate_static(task: TextTask, prompts: Sequence[Sequence[int]], decoding: _Decoding, guidance_w: float,
-                     guidance_after: str, compile: bool, device: torch.device) -> list[list[int]]:
+                     guidance_after: str, compile: bool, device: torch.device,
+                     freeze: bool = False) -> list[list[int]]:
     """The fast path: one left-padded batch, one :class:`StaticKVCache`, an eager prefill and (compiled) steps."""
     ids, pad = left_pad(prompts, getattr(task.hparams, "pad_id", 0), device)
     length = ids.shape[1]
     slots = length + decoding.max_new_tokens - 1
     cache = StaticKVCache(pad, length, -(-slots // SLOT_BUCKET) * SLOT_BUCKET, prefix=_prefix_attention(task))
-    first = static_step(task, ids, cache, guidance_w, guidance_after)
+    greedy = decoding.greedy
+    first = static_step(task, ids, cache, guidance_w, guidance_after, greedy)
     cache.advance(length)
-    step_fn = compiled_static_step(device.type) if compile else static_step
+    frozen = compile and freeze and device.type == "cpu" and ids.shape[0] >= FROZEN_MIN_BATCH
+    if not compile:
+        step_fn = static_step
+    elif frozen:
+        step_fn = frozen_static_step(task)
+    else:
+        step_fn = compiled_static_step(device.type)
 
     def step(token: Tensor) -> Tensor:
-        logits = step_fn(task, token, cache, guidance_w, guidance_after)
+        out = step_fn(task, token, cache, guidance_w, guidance_after, greedy)
         cache.advance(1)
-        return logits.clone() if compile and device.type == "cuda" else logits  # CUDA graphs reuse their output
+        return out.clone() if compile and device.type == "cuda" else out  # CUDA graphs reuse their output
 
-    return decoding.run(first, step)
+    # dynamo reads inductor's *global* freezing flag while tracing (parameters then become graph constants); the
+    # per-compile option alone leaves them graph inputs, and the GEMM templates need constants
+    with torch._inductor.config.patch(freezing=True) if frozen else contextlib.nullcontext():
+        return decoding.run(first, step, tokens=greedy)

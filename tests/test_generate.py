@@ -157,21 +157,23 @@ def test_static_prefill_logits_under_padding_match_each_prompt_alone():
 
 
 def test_cpu_decode_reads_only_the_filled_slots():
-    """The CPU decode step attends over ``window()`` slots: NaN in every slot past it changes nothing."""
+    """The CPU prefill and decode steps attend over written slots only (the buffers are allocated uninitialised):
+    NaN in every slot before it is written changes nothing."""
     task = make_task()
     ids, pad = left_pad(PROMPTS, pad_id=0, device=torch.device("cpu"))
     logits = []
+    shapes: dict = {}
     with torch.no_grad():
         for poison in (False, True):
             cache = StaticKVCache(pad, ids.shape[1], ids.shape[1] + 8)
-            static_step(task, ids, cache)
+            if poison:  # every buffer NaN from the start, as uninitialised memory may be
+                for key, shape in shapes.items():
+                    kv = cache.layer(*key)
+                    kv.k, kv.v = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
+            steps = [static_step(task, ids, cache)]
             cache.advance(ids.shape[1])
+            shapes = {key: kv.k.shape for key, kv in cache._layers.items()}
             assert cache.window() == ids.shape[1] + 1
-            if poison:
-                for kv in cache._layers.values():
-                    kv.k[:, :, cache.window():] = float("nan")
-                    kv.v[:, :, cache.window():] = float("nan")
-            steps = []
             for token in (3, 4):
                 steps.append(static_step(task, torch.tensor([[token]] * len(PROMPTS)), cache))
                 cache.advance(1)
@@ -196,6 +198,42 @@ def test_compiled_decode_step_is_one_graph_and_gives_the_eager_tokens():
     task = make_task()
     eager = generate(task, PROMPTS, 6, guidance_w=0.5, compile=False)
     assert generate(task, PROMPTS, 6, guidance_w=0.5, compile=True) == eager
+
+
+@pytest.mark.slow  # three inductor compiles with GEMM autotuning: ~1 min with a warm cache
+def test_frozen_decode_step_gives_the_eager_tokens_and_follows_new_weights():
+    """freeze=True bakes the weights into the graph; after an in-place weight update it compiles again and decodes
+    with the new weights, never the frozen ones."""
+    from hrmkit.generate import FROZEN_MIN_BATCH
+
+    task = make_task()
+    prompts = (PROMPTS * FROZEN_MIN_BATCH)[:FROZEN_MIN_BATCH]  # smaller batches keep the unfrozen step
+    eager = generate(task, prompts, 6, compile=False)
+    assert generate(task, prompts, 6, compile=True, freeze=True) == eager
+    with torch.no_grad():
+        task.lm_head.weight.mul_(-1.0)  # a different argmax everywhere
+    flipped = generate(task, prompts, 6, compile=False)
+    assert flipped != eager
+    with pytest.warns(UserWarning, match="weights changed"):
+        assert generate(task, prompts, 6, compile=True, freeze=True) == flipped
+
+
+def test_frozen_step_is_kept_per_task_until_its_weights_change():
+    """The bookkeeping of freeze=True, without compiling: one frozen step per task and weights version."""
+    from hrmkit.generate import frozen_static_step, weights_version
+
+    a, b = make_task(), make_task()
+    step = frozen_static_step(a)
+    assert frozen_static_step(a) is step and frozen_static_step(b) is not step
+    before = weights_version(a)
+    with torch.no_grad():
+        a.lm_head.weight.add_(1.0)  # an optimizer-style in-place update bumps the version
+    assert weights_version(a) != before
+    with pytest.warns(UserWarning, match="weights changed"):
+        assert frozen_static_step(a) is not step
+    a.lm_head.weight = torch.nn.Parameter(a.lm_head.weight.detach().clone())  # a new tensor: a new address
+    with pytest.warns(UserWarning, match="weights changed"):
+        frozen_static_step(a)
 
 
 def test_top_p_nucleus():

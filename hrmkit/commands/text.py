@@ -18,7 +18,7 @@ def load_text_model(model: str) -> Any:
 def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, condition: str | None = None,
                   max_new_tokens: int = 256, temperature: float = 0.0, top_k: int | None = None,
                   top_p: float | None = None, guidance_w: float = 0.0, seed: int = 0,
-                  compile: bool | None = None) -> list[str]:
+                  compile: bool | None = None, freeze: bool = False) -> list[str]:
     """Answer instructions with a text model (KV-cached decoding after a bidirectional prefill of the prompt).
 
     All prompts decode as one left-padded batch with a pre-allocated cache; the decode step is compiled (one graph)
@@ -37,6 +37,8 @@ def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, c
         guidance_w: auto-guidance weight w: (1+w)·logits(z_H) − w·logits(z_H after the first H call).
         seed: sampling seed.
         compile: compile the decode step (torch.compile, CUDA graphs on GPU); unset: when max_new_tokens >= 64.
+        freeze: on the CPU, batches of 8 prompts or more compile the weights in as constants: ~5 % faster decoding
+            for ~50 s more compile in every process (no compile cache); worth it for long generations only.
     """
     from hrmkit.data.text import load_tokenizer
     from hrmkit.generate import generate
@@ -46,7 +48,7 @@ def generate_text(model: str, prompt: list[str], tokenizer: str | None = None, c
     ids = [tok.encode_prompt(p, condition) for p in prompt]
     out = generate(task, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    stop_ids=(tok.eoa_id,), guidance_w=guidance_w, seed=seed,
-                   compile="auto" if compile is None else compile)
+                   compile="auto" if compile is None else compile, freeze=freeze)
     texts = [tok.decode([t for t in o if t != tok.eoa_id]) for o in out]
     for p, t in zip(prompt, texts):
         print(f">>> {p}\n{t}\n")

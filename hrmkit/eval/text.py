@@ -178,7 +178,7 @@ def _mc_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]]) ->
 
 
 def _math_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]], max_new_tokens: int,
-                 batch_size: int, kind: Kind = "math") -> list[dict[str, Any]]:
+                 batch_size: int, kind: Kind = "math", freeze: bool = False) -> list[dict[str, Any]]:
     from hrmkit.generate import generate
 
     prompts = [tok.encode_prompt(r["prompt"], r["condition"]) for r in records]
@@ -188,7 +188,8 @@ def _math_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]], 
     outs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start: start + batch_size]
-        for i, out in zip(chunk, generate(task, [prompts[i] for i in chunk], max_new_tokens, stop_ids=(tok.eoa_id,))):
+        for i, out in zip(chunk, generate(task, [prompts[i] for i in chunk], max_new_tokens, stop_ids=(tok.eoa_id,),
+                                            freeze=freeze)):
             outs[i] = out
     rows = []
     for rec, out in zip(records, outs):
@@ -209,7 +210,8 @@ def _math_scores(task: TextTask, tok: Tokenizer, records: list[dict[str, Any]], 
 
 
 def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, max_new_tokens: int = 512,
-                  limit: int | None = None, out_dir: str | None = None, batch_size: int = 64) -> dict[str, Any]:
+                  limit: int | None = None, out_dir: str | None = None, batch_size: int = 64,
+                  freeze: bool = False) -> dict[str, Any]:
     """Score a text model on a local JSONL benchmark (greedy decoding, reference extraction and scoring rules).
 
     Args:
@@ -225,6 +227,9 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
         limit: score only the first ``limit`` records.
         out_dir: when given, write ``summary.json`` and per-record ``predictions.jsonl`` there.
         batch_size: prompts handed to the generator at a time (it batches equal-length prompts within them).
+        freeze: decode with the weights compiled in as constants (CPU, chunks of 8 or more prompts; see
+            :func:`hrmkit.generate.generate`): ~5 % faster decoding for ~50 s more compile per process, so for
+            long evaluations of fixed weights.
 
     Returns:
         ``{"kind", "n", "accuracy", ...}``: math adds ``boxed_rate`` (outputs with a box) and ``stop_rate``
@@ -246,7 +251,7 @@ def evaluate_text(model: str | TextTask, data: str, kind: Kind, tokenizer: str, 
     task.eval()
     try:
         if kind in ("math", "puzzle"):
-            rows = _math_scores(task, tok, records, max_new_tokens, batch_size, kind)
+            rows = _math_scores(task, tok, records, max_new_tokens, batch_size, kind, freeze)
         else:
             rows = _mc_scores(task, tok, records)
     finally:

@@ -87,16 +87,20 @@ class StaticLayerKV:
         self.v: Tensor | None = None
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: AttnSpec, attend: AttendFn | None = None) -> Tensor:
-        """Write ``k, v`` ``[B, Tq, H, D]`` at slots ``cursor .. cursor + Tq`` and attend over the whole buffer.
+        """Write ``k, v`` ``[B, Tq, H, D]`` at slots ``cursor .. cursor + Tq`` and attend over the buffer.
 
-        ``spec`` and ``attend`` are not used: the mask comes from the cache (padding, prefix, cursor), and the
-        buffers are attended with SDPA, which serves every device and compiles.
+        ``spec`` and ``attend`` are not used: the mask comes from the cache (padding, prefix, cursor). The CPU attends
+        over the written slots only (a decode step with :func:`decode_attention`, the prefill with SDPA); other
+        devices attend over the whole buffer with SDPA, whose shapes then never change (CUDA graphs).
         """
         cache = self.cache
         if self.k is None:  # first use (the eager prefill): allocate at the final length, in the compute dtype
             shape = (k.shape[0], k.shape[2], cache.max_len, k.shape[3])
-            self.k = torch.zeros(shape, dtype=k.dtype, device=k.device)
-            self.v = torch.zeros(shape, dtype=v.dtype, device=v.device)
+            # CPU reads only written slots (the prefill's and the decode window's); SDPA elsewhere reads the whole
+            # buffer under a mask, and 0 x garbage could be NaN, so those slots must hold zeros
+            new = torch.empty if k.device.type == "cpu" else torch.zeros
+            self.k = new(shape, dtype=k.dtype, device=k.device)
+            self.v = new(shape, dtype=v.dtype, device=v.device)
             cache.mark_static(self.k, self.v)
         q_len = q.shape[1]
         slots = cache.cursor + cache.slots[:q_len]
@@ -106,7 +110,12 @@ class StaticLayerKV:
             n = cache.window()  # the filled slots only: the step reads less cache (one graph, dynamic length)
             return decode_attention(q.transpose(1, 2), self.k[:, :, :n], self.v[:, :, :n],
                                     cache.mask(1)[..., :n]).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), self.k, self.v, attn_mask=cache.mask(q_len))
+        if q.device.type == "cpu":  # the eager prefill: no query sees a slot past the ones written now
+            n = min(cache.filled + q_len, cache.max_len)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), self.k[:, :, :n], self.v[:, :, :n],
+                                                 attn_mask=cache.mask(q_len)[..., :n])
+        else:
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), self.k, self.v, attn_mask=cache.mask(q_len))
         return out.transpose(1, 2)
 
 
