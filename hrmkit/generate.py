@@ -291,8 +291,8 @@ def compiled_static_step(device_type: str) -> Callable[..., Tensor]:
 
 
 #: inductor options of a frozen CPU decode step: weights as constants, each matmul autotuned between inductor's
-#: CPU GEMM template (pre-packed weights) and ATen's (batch-8 decoding 1.89x -> 2.02x transformers', paired runs in
-#: docs/benchmarks.md)
+#: CPU GEMM template (pre-packed weights) and ATen's (batch-8 decoding 1.92-1.96x -> 2.04-2.10x transformers', paired
+#: runs in docs/benchmarks.md; ~57 s of compile per process against 6 s, as inductor caches no frozen graph)
 FROZEN_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
                   "cpp_wrapper": True}
 #: ``freeze`` applies to batches of at least this many rows. Paired on the 2-core AVX2 CPU (docs/benchmarks.md,
