@@ -12,8 +12,8 @@ compile; ``--inductor_pair`` alternates runs without and with them, in fresh pro
 
     .venv/bin/python benchmarks/decode_profile.py --inductor cpp_wrapper=True --inductor_pair --rounds 2
 
-``--freeze`` decodes with ``generate(freeze=True)`` (the weights compiled in as constants, as ``hrmkit generate``
-and ``hrmkit eval text`` do).
+``--freeze`` decodes with ``generate(freeze=True)`` (the weights compiled in as constants, as ``hrmkit generate
+--freeze true`` and ``hrmkit eval text --freeze true`` do).
 """
 
 from __future__ import annotations

@@ -290,7 +290,8 @@ def compiled_static_step(device_type: str) -> Callable[..., Tensor]:
     return _COMPILED[mode]
 
 
-#: inductor options of a frozen CPU decode step: weights as constants, each matmul autotuned between inductor's
+#: inductor options of a frozen CPU decode step (``freezing`` also needs the global flag while dynamo traces: see
+#: ``_generate_static``): weights as constants, each matmul autotuned between inductor's
 #: CPU GEMM template (pre-packed weights) and ATen's (batch-8 decoding 1.92-1.96x -> 2.04-2.10x transformers', paired
 #: runs in docs/benchmarks.md; ~57 s of compile per process against 6 s, as inductor caches no frozen graph)
 FROZEN_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
